@@ -1,0 +1,41 @@
+/* L4 transmit: tcp_sendmsg / udp_sendmsg. These run before a route or device is chosen, so
+ * they are counted per (netns, protocol) and count sendmsg calls, not sk_buffs. */
+
+static __always_inline int np_count_send(void *sk, s64 len, u8 proto, u32 stage)
+{
+    void *net = NULL;
+    u32 netns = 0;
+    if (len < 0 || !np_flow_match_sock(sk, proto))
+        return 0;
+    NP_READ(net, sk, SK_NET);
+    NP_READ(netns, net, NET_INUM);
+    np_add(netns, 0, stage, (u32)len);
+    return 0;
+}
+
+/* tcp_sendmsg(sk, msg, size) serves IPv4 and IPv6 */
+int tcp_sendmsg__kprobe(struct pt_regs *ctx)
+{
+    return np_count_send((void *)PT_REGS_PARM1(ctx), PT_REGS_PARM3(ctx), 6, STAGE_tcp_sendmsg);
+}
+
+/* udp_sendmsg / udpv6_sendmsg(sk, msg, len) */
+int udp_sendmsg__kprobe(struct pt_regs *ctx)
+{
+    return np_count_send((void *)PT_REGS_PARM1(ctx), PT_REGS_PARM3(ctx), 17, STAGE_udp_sendmsg);
+}
+
+/* sock:sock_send_length(sk, ret, flags) fires after every sendmsg of every socket family; one
+ * program serves both stages and sorts by the socket's protocol. */
+int l4_send__raw_tp(struct bpf_raw_tracepoint_args *ctx)
+{
+    void *sk = (void *)ctx->args[0];
+    s64 ret = (int)ctx->args[1];
+    u16 proto = 0;
+    NP_READ(proto, sk, SK_PROTOCOL);
+    if (proto == 6)
+        return np_count_send(sk, ret, 6, STAGE_tcp_sendmsg);
+    if (proto == 17)
+        return np_count_send(sk, ret, 17, STAGE_udp_sendmsg);
+    return 0;
+}

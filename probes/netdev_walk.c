@@ -1,0 +1,71 @@
+/* The device inventory: run on demand (BPF_PROG_TEST_RUN, never attached), it walks the
+ * calling thread's network namespace and records what user space cannot read itself, above
+ * all dev->netdev_ops->ndo_start_xmit, the driver's transmit function. */
+
+#ifndef NP_MAX_NETDEVS
+#define NP_MAX_NETDEVS 512
+#endif
+
+struct np_netdev {
+    u64 xmit; /* ndo_start_xmit address; named from /proc/kallsyms by user space */
+    u32 netns;
+    u32 ifindex;
+    u32 flags;
+    u32 physical; /* has a parent bus device (dev.parent) */
+    char name[16];
+    char kind[16];   /* rtnl_link_ops->kind: "veth", "bridge", ... ; empty for lo and NICs */
+    char driver[32]; /* the parent device's driver: "virtio_net", "e1000", ... */
+};
+
+BPF_ARRAY(netdev_table, struct np_netdev, NP_MAX_NETDEVS);
+BPF_ARRAY(netdev_count, u32, 1);
+
+int netdev_walk(struct bpf_raw_tracepoint_args *ctx)
+{
+    void *task = (void *)bpf_get_current_task();
+    void *nsproxy = NULL, *net = NULL, *pos = NULL;
+    u32 netns = 0, n = 0, zero = 0;
+    NP_READ(nsproxy, task, TASK_NSPROXY);
+    NP_READ(net, nsproxy, NSPROXY_NET);
+    NP_READ(netns, net, NET_INUM);
+    void *head = (char *)net + OFF_NET_DEV_BASE;
+    bpf_probe_read_kernel(&pos, sizeof(pos), head);
+    for (u32 i = 0; i < NP_MAX_NETDEVS; i++) {
+        if (pos == head || !pos)
+            break;
+        void *dev = (char *)pos - OFF_DEV_LIST;
+        u32 idx = i;
+        struct np_netdev *d = netdev_table.lookup(&idx);
+        if (!d)
+            break;
+        void *ops = NULL, *parent = NULL, *link_ops = NULL, *drv = NULL, *str = NULL;
+        d->netns = netns;
+        NP_READ(d->ifindex, dev, DEV_IFINDEX);
+        NP_READ(d->flags, dev, DEV_FLAGS);
+        NP_READ(d->name, dev, DEV_NAME);
+        NP_READ(ops, dev, DEV_OPS);
+        d->xmit = 0;
+        if (ops)
+            NP_READ(d->xmit, ops, OPS_START_XMIT);
+        d->kind[0] = 0;
+        NP_READ(link_ops, dev, DEV_LINK_OPS);
+        if (link_ops) {
+            NP_READ(str, link_ops, LINK_OPS_KIND);
+            bpf_probe_read_kernel_str(d->kind, sizeof(d->kind), str);
+        }
+        d->driver[0] = 0;
+        NP_READ(parent, dev, DEV_PARENT);
+        d->physical = parent != NULL;
+        if (parent) {
+            NP_READ(drv, parent, DEVICE_DRIVER);
+            if (drv) {
+                NP_READ(str, drv, DRIVER_NAME);
+                bpf_probe_read_kernel_str(d->driver, sizeof(d->driver), str);
+            }
+        }
+        n = i + 1;
+        bpf_probe_read_kernel(&pos, sizeof(pos), pos);
+    }
+    netdev_count.update(&zero, &n);
+    return 0;
+}

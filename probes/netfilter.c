@@ -1,0 +1,38 @@
+/* The IP layer's own hooks as BPF netfilter links (kernel >= 6.4): where kprobes are compiled
+ * out, they are the nearest place to ip_output, ip_rcv and L4 delivery. A netfilter hook is
+ * per network namespace, so user space attaches one link per namespace. */
+
+/* struct bpf_nf_ctx: the context layout the kernel gives BPF_PROG_TYPE_NETFILTER programs */
+struct np_nf_ctx {
+    void *state; /* struct nf_hook_state * */
+    void *skb;
+};
+
+#define NP_NF_ACCEPT 1 /* netprobe only looks: every packet goes on */
+
+/* POST_ROUTING: the packet leaves through state->out */
+int ip_output__netfilter(struct np_nf_ctx *ctx)
+{
+    void *dev = NULL;
+    NP_READ(dev, ctx->state, NF_STATE_OUT);
+    np_count_skb_dev(ctx->skb, dev, NP_L3_AT_DATA, STAGE_ip_output);
+    return NP_NF_ACCEPT;
+}
+
+/* PRE_ROUTING: right after ip_rcv_core's checks, through state->in */
+int ip_rcv__netfilter(struct np_nf_ctx *ctx)
+{
+    void *dev = NULL;
+    NP_READ(dev, ctx->state, NF_STATE_IN);
+    np_count_skb_dev(ctx->skb, dev, NP_L3_AT_DATA, STAGE_ip_rcv);
+    return NP_NF_ACCEPT;
+}
+
+/* LOCAL_IN: ip_local_deliver, the last IP step before tcp_v4_rcv / udp_rcv */
+int l4_rcv__netfilter(struct np_nf_ctx *ctx)
+{
+    void *dev = NULL;
+    NP_READ(dev, ctx->state, NF_STATE_IN);
+    np_count_skb_dev(ctx->skb, dev, NP_L3_AT_DATA, STAGE_l4_rcv);
+    return NP_NF_ACCEPT;
+}

@@ -1,0 +1,133 @@
+"""The stage catalogue: every stage netprobe counts, in path order, with the ways to reach it.
+
+This is the one list the BPF build, `watch`, `doctor`, the exporter and the docs read. A stage
+has candidates in order of preference; each candidate is one attach mechanism and the hooks it
+needs. Adding a stage is one entry here and one small C function per mechanism in probes/.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+KPROBE = "kprobe"
+RAW_TRACEPOINT = "raw_tracepoint"
+NETFILTER = "netfilter"
+MECHANISMS = (KPROBE, RAW_TRACEPOINT, NETFILTER)
+
+# A kprobe target spelled like this is not a symbol but "each device's ndo_start_xmit".
+NDO_START_XMIT = "<ndo_start_xmit>"
+
+
+@dataclass(frozen=True)
+class Hook:
+    """One attach point. `targets` are alternatives: the first that this kernel has is used
+    (kprobe: function names; raw tracepoint: "category:event"; netfilter: "ipv4:POST_ROUTING").
+    `fn` is the C function in probes/ that runs there. An optional hook is attached when its
+    target exists and skipped otherwise."""
+    targets: tuple[str, ...]
+    fn: str
+    optional: bool = False
+    # kprobe only: a BTF condition on the function's first parameter type that must hold for
+    # this fn to apply, e.g. "struct sk_buff **"
+    first_param: str | None = None
+
+
+@dataclass(frozen=True)
+class Candidate:
+    mechanism: str
+    hooks: tuple[Hook, ...]
+    note: str = ""  # what this mechanism sees, in words, for the footer and the docs
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    layer: str       # "L4", "L3", "L2", "driver"
+    direction: str   # "tx" or "rx"
+    title: str       # short column title
+    candidates: tuple[Candidate, ...] = field(repr=False)
+    per_device: bool = True  # False: keyed by (netns, protocol), runs before a device exists
+    # the protocol a per-protocol stage counts (L4 send stages)
+    protocol: str | None = None
+
+
+def _k(*targets: str, fn: str, optional: bool = False, first_param: str | None = None) -> Hook:
+    return Hook(tuple(targets), fn, optional, first_param)
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("tcp_sendmsg", "L4", "tx", "tcp_send", protocol="tcp", per_device=False, candidates=(
+        Candidate(KPROBE, (_k("tcp_sendmsg", fn="tcp_sendmsg__kprobe"),)),
+        Candidate(RAW_TRACEPOINT, (_k("sock:sock_send_length", fn="l4_send__raw_tp"),),
+                  "after each sendmsg returns, TCP sockets"),
+    )),
+    Stage("udp_sendmsg", "L4", "tx", "udp_send", protocol="udp", per_device=False, candidates=(
+        Candidate(KPROBE, (_k("udp_sendmsg", fn="udp_sendmsg__kprobe"),
+                           _k("udpv6_sendmsg", fn="udp_sendmsg__kprobe", optional=True))),
+        Candidate(RAW_TRACEPOINT, (_k("sock:sock_send_length", fn="l4_send__raw_tp"),),
+                  "after each sendmsg returns, UDP sockets"),
+    )),
+    Stage("ip_output", "L3", "tx", "ip_out", candidates=(
+        Candidate(KPROBE, (_k("ip_output", fn="ip_output__kprobe"),
+                           _k("ip6_output", fn="ip_output__kprobe", optional=True))),
+        Candidate(NETFILTER, (_k("ipv4:POST_ROUTING", fn="ip_output__netfilter"),
+                              _k("ipv6:POST_ROUTING", fn="ip_output__netfilter", optional=True)),
+                  "NF_INET_POST_ROUTING, the hook inside ip_output/ip6_output"),
+    )),
+    Stage("dev_queue_xmit", "L2", "tx", "dev_q_xmit", candidates=(
+        Candidate(KPROBE, (_k("__dev_queue_xmit", "dev_queue_xmit", fn="dev_queue_xmit__kprobe"),)),
+        Candidate(RAW_TRACEPOINT, (_k("net:net_dev_queue", fn="dev_queue_xmit__raw_tp"),),
+                  "net:net_dev_queue, inside __dev_queue_xmit"),
+    )),
+    Stage("driver_xmit", "driver", "tx", "drv_xmit", candidates=(
+        Candidate(KPROBE, (_k(NDO_START_XMIT, fn="driver_xmit__kprobe"),),
+                  "a kprobe on each device's own ndo_start_xmit"),
+        Candidate(RAW_TRACEPOINT, (_k("net:net_dev_start_xmit", fn="driver_xmit__raw_tp"),),
+                  "net:net_dev_start_xmit, just before ndo_start_xmit"),
+    )),
+    Stage("driver_rx", "driver", "rx", "drv_rx", candidates=(
+        Candidate(KPROBE, (_k("netif_rx_internal", fn="driver_rx__kprobe_arg1"),
+                           _k("napi_gro_receive", fn="driver_rx__kprobe_arg2"))),
+        Candidate(KPROBE, (_k("__netif_rx", fn="driver_rx__kprobe_arg1", optional=True),
+                           _k("netif_rx", fn="driver_rx__kprobe_arg1"),
+                           _k("netif_rx_ni", fn="driver_rx__kprobe_arg1", optional=True),
+                           _k("napi_gro_receive", fn="driver_rx__kprobe_arg2"))),
+        Candidate(RAW_TRACEPOINT, (_k("net:netif_rx", fn="driver_rx__raw_tp"),
+                                   _k("net:napi_gro_receive_entry", fn="driver_rx__raw_tp"))),
+    )),
+    Stage("netif_receive_skb", "L2", "rx", "netif_rcv", candidates=(
+        Candidate(KPROBE, (_k("__netif_receive_skb_core", fn="netif_receive_skb__kprobe_pskb",
+                              first_param="struct sk_buff **"),)),
+        Candidate(KPROBE, (_k("__netif_receive_skb_core", fn="netif_receive_skb__kprobe",
+                              first_param="struct sk_buff *"),)),
+        Candidate(RAW_TRACEPOINT, (_k("net:netif_receive_skb", fn="netif_receive_skb__raw_tp"),),
+                  "net:netif_receive_skb, inside __netif_receive_skb_core"),
+    )),
+    Stage("ip_rcv", "L3", "rx", "ip_rcv", candidates=(
+        # ip_rcv_core serves both ip_rcv and the list path (ip_list_rcv) that GRO'd NIC
+        # traffic takes; a kprobe on ip_rcv alone would miss those packets.
+        Candidate(KPROBE, (_k("ip_rcv_core", fn="ip_rcv__kprobe"),
+                           _k("ip6_rcv_core", fn="ip_rcv__kprobe", optional=True))),
+        Candidate(NETFILTER, (_k("ipv4:PRE_ROUTING", fn="ip_rcv__netfilter"),
+                              _k("ipv6:PRE_ROUTING", fn="ip_rcv__netfilter", optional=True)),
+                  "NF_INET_PRE_ROUTING, right after ip_rcv_core's checks"),
+    )),
+    Stage("l4_rcv", "L4", "rx", "l4_rcv", candidates=(
+        Candidate(KPROBE, (_k("tcp_v4_rcv", fn="l4_rcv__kprobe"),
+                           _k("udp_rcv", fn="l4_rcv__kprobe"),
+                           _k("tcp_v6_rcv", fn="l4_rcv__kprobe", optional=True),
+                           _k("udpv6_rcv", fn="l4_rcv__kprobe", optional=True))),
+        Candidate(NETFILTER, (_k("ipv4:LOCAL_IN", fn="l4_rcv__netfilter"),
+                              _k("ipv6:LOCAL_IN", fn="l4_rcv__netfilter", optional=True)),
+                  "NF_INET_LOCAL_IN, in ip_local_deliver just before tcp_v4_rcv/udp_rcv"),
+    )),
+)
+
+STAGE_IDS: dict[str, int] = {s.name: i for i, s in enumerate(STAGES)}
+BY_NAME: dict[str, Stage] = {s.name: s for s in STAGES}
+DEVICE_STAGES = tuple(s for s in STAGES if s.per_device)
+PROTOCOL_STAGES = tuple(s for s in STAGES if not s.per_device)
+
+
+def stage_cflags() -> list[str]:
+    """-DSTAGE_<name>=<id>: the C side's only knowledge of the catalogue."""
+    return [f"-DSTAGE_{s.name}={i}" for i, s in enumerate(STAGES)]

@@ -1,0 +1,116 @@
+"""`netprobe`: the command line. Each command's docstring is its help."""
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from datetime import datetime, timezone
+
+import click
+
+from . import __version__
+from .catalogue import MECHANISMS
+from .errors import NetprobeError
+from .flowfilter import PROTOCOLS, FlowFilter
+from .report import DeviceSelector
+
+PREFER_CHOICES = ("kprobe", "raw_tracepoint", "tracepoint", "netfilter")
+
+
+def flow_options(f):
+    """--proto/--port/--host and --device/--exclude-device, shared by watch and export."""
+    f = click.option("--exclude-device", "exclude_device", multiple=True, metavar="GLOB",
+                     help="Hide devices whose name matches (repeatable).")(f)
+    f = click.option("--device", "device", multiple=True, metavar="GLOB",
+                     help="Show only devices whose name matches, e.g. 'lo' or 'veth*' (repeatable).")(f)
+    f = click.option("--host", metavar="ADDR", help="Count only packets from or to this IPv4/IPv6 address.")(f)
+    f = click.option("--port", type=int, metavar="N", help="Count only TCP/UDP packets with this port on either side.")(f)
+    f = click.option("--proto", type=click.Choice(sorted(PROTOCOLS)), help="Count only this protocol.")(f)
+    f = click.option("--prefer", type=click.Choice(PREFER_CHOICES), multiple=True,
+                     help="Try this attach mechanism first for every stage (repeatable).")(f)
+    return f
+
+
+def make_flow(proto, port, host) -> FlowFilter:
+    return FlowFilter(proto, port, host)
+
+
+def prefer_order(prefer) -> tuple[str, ...]:
+    return tuple("raw_tracepoint" if p == "tracepoint" else p for p in prefer)
+
+
+def _sigterm_exits() -> None:
+    """SIGTERM unwinds like Ctrl-C, so every probe is detached on the way out."""
+    def handler(signum, frame):
+        raise SystemExit(0)
+    signal.signal(signal.SIGTERM, handler)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="netprobe")
+def cli():
+    """Count the sk_buffs that cross each stage of the Linux network stack, per device."""
+
+
+@cli.command()
+@flow_options
+@click.option("-i", "--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
+              help="Seconds between refreshes.")
+@click.option("-c", "--count", type=click.IntRange(min=1), help="Stop after this many intervals.")
+@click.option("-d", "--duration", type=click.FloatRange(min=0.1), help="Stop after this many seconds.")
+@click.option("--once", is_flag=True, help="Print one interval and exit.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per interval on stdout.")
+@click.option("--all", "show_all", is_flag=True, help="Show quiet devices of every namespace too.")
+@click.option("--ready-file", type=click.Path(dir_okay=False), hidden=True,
+              help="Touch this file once the probes are attached (for tests and scripts).")
+@click.option("--ebpf", is_flag=True, help="Print the generated BPF C and exit.")
+def watch(proto, port, host, device, exclude_device, prefer, interval, count, duration, once,
+          as_json, show_all, ready_file, ebpf):
+    """Live per-device, per-stage sk_buff counts (sudo netprobe watch)."""
+    from .watch import run_watch
+
+    flow = make_flow(proto, port, host)
+    if ebpf:
+        from .kernel import Kernel
+        from .program import build
+        click.echo(build(Kernel(), flow).render())
+        return
+    if once:
+        count = 1
+    _sigterm_exits()
+    run_watch(flow=flow, selector=DeviceSelector(tuple(device), tuple(exclude_device)),
+              prefer=prefer_order(prefer), interval=interval, count=count, duration=duration,
+              as_json=as_json, show_all=show_all, ready_file=ready_file)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
+def doctor(as_json):
+    """Check this machine: kernel, BTF, headers, which attach mechanisms work, and what each
+    stage would use. Exits non-zero when nothing usable is found."""
+    from .doctor import run_doctor
+
+    sys.exit(run_doctor(as_json=as_json))
+
+
+def main() -> None:
+    try:
+        rv = cli.main(standalone_mode=False)
+        if isinstance(rv, int):
+            sys.exit(rv)
+    except click.exceptions.Abort:
+        sys.exit(0)  # Ctrl-C
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except NetprobeError as e:
+        click.echo(f"netprobe: error: {e}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(0)
+    except SystemExit:
+        raise
+    except Exception as e:  # BCC raises bare Exception; a person still gets one line
+        click.echo(f"netprobe: error: {type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}", err=True)
+        sys.exit(1)

@@ -1,0 +1,98 @@
+"""What this kernel offers netprobe: BTF, symbols, tracepoints and attach mechanisms.
+
+Cheap checks only (files and tables): `doctor` proves each mechanism by really attaching."""
+from __future__ import annotations
+
+import os
+import platform
+from functools import cached_property
+from pathlib import Path
+
+from . import btf as btfmod
+from .catalogue import KPROBE, NETFILTER, RAW_TRACEPOINT
+from .errors import NetprobeError
+from .kallsyms import Kallsyms
+
+TRACEFS_CANDIDATES = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
+KPROBE_PMU = Path("/sys/bus/event_source/devices/kprobe")
+
+
+def kernel_version() -> tuple[int, int]:
+    major, minor = platform.release().split(".")[:2]
+    return int(major), int("".join(ch for ch in minor if ch.isdigit()) or 0)
+
+
+def tracefs() -> Path | None:
+    for p in TRACEFS_CANDIDATES:
+        if (p / "events").is_dir():
+            return p
+    return None
+
+
+class Kernel:
+    """The running kernel, as KernelFacts for plan.choose()."""
+
+    def __init__(self, btf_path: Path = btfmod.VMLINUX_BTF):
+        self.btf_path = btf_path
+
+    @cached_property
+    def btf(self) -> btfmod.BTF | None:
+        if not self.btf_path.exists():
+            return None
+        return btfmod.BTF.load(self.btf_path)
+
+    @cached_property
+    def kallsyms(self) -> Kallsyms:
+        return Kallsyms.load()
+
+    @cached_property
+    def kprobes(self) -> bool:
+        tf = tracefs()
+        return KPROBE_PMU.exists() or bool(tf and (tf / "kprobe_events").exists())
+
+    @cached_property
+    def raw_tracepoints(self) -> bool:
+        return (self.kallsyms.probe_name("bpf_raw_tracepoint_open") is not None
+                or self.kallsyms.probe_name("bpf_get_raw_tracepoint") is not None
+                or self.kallsyms.probe_name("bpf_find_raw_tracepoint") is not None)
+
+    @cached_property
+    def netfilter_links(self) -> bool:
+        # BPF netfilter links arrived in 6.4 with struct bpf_nf_ctx
+        return bool(self.btf and self.btf.has("bpf_nf_ctx", btfmod.STRUCT))
+
+    @cached_property
+    def mechanisms(self) -> frozenset[str]:
+        found = set()
+        if self.kprobes:
+            found.add(KPROBE)
+        if self.raw_tracepoints:
+            found.add(RAW_TRACEPOINT)
+        if self.netfilter_links:
+            found.add(NETFILTER)
+        return frozenset(found)
+
+    def kprobe_symbol(self, function: str) -> str | None:
+        return self.kallsyms.probe_name(function)
+
+    def tracepoint_exists(self, name: str) -> bool:
+        category, event = name.split(":")
+        if self.btf is not None:
+            # every tracepoint has a btf_trace_<event> typedef for raw tracepoint programs
+            return self.btf.has(f"btf_trace_{event}", btfmod.TYPEDEF)
+        tf = tracefs()
+        return bool(tf and (tf / "events" / category / event).is_dir())
+
+    def first_param(self, function: str) -> str | None:
+        if self.btf is None:
+            return None
+        try:
+            params = self.btf.func_params(function)
+        except btfmod.BTFError:
+            return None
+        return params[0] if params else None
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise NetprobeError("netprobe loads BPF programs and needs root: run it with sudo")

@@ -1,0 +1,82 @@
+"""Network namespaces: which exist, a handle (a path) to enter each, and a name to show.
+
+Counts are keyed by the namespace's inode number (net->ns.inum in the kernel, st_ino of
+/proc/PID/ns/net here), so `lo` of two namespaces is two rows."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+RUN_NETNS = Path("/run/netns")
+
+
+@dataclass(frozen=True)
+class Netns:
+    inum: int
+    path: str   # something setns() can open
+    name: str   # "root", the `ip netns` name, or "pid:<pid>"
+
+
+def _inum(path: str) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
+def root_handle() -> str | None:
+    """init_net: pid 1's namespace, or kthreadd's (pid 2) where pid 1's is hidden from us
+    (a sandboxed init); kernel threads always live in init_net."""
+    for path in ("/proc/1/ns/net", "/proc/2/ns/net"):
+        if _inum(path) is not None:
+            return path
+    return None
+
+
+def root_inum() -> int | None:
+    path = root_handle()
+    return _inum(path) if path else None
+
+
+def scan() -> dict[int, Netns]:
+    """Every namespace reachable through a named mount (/run/netns, other nsfs mounts) or a
+    process; the first handle found for each wins, named ones first."""
+    found: dict[int, Netns] = {}
+    root = root_handle()
+    if root is not None:
+        found[_inum(root)] = Netns(_inum(root), root, "root")
+    try:
+        for entry in sorted(os.listdir(RUN_NETNS)):
+            path = str(RUN_NETNS / entry)
+            inum = _inum(path)
+            if inum is not None and inum not in found:
+                found[inum] = Netns(inum, path, entry)
+    except OSError:
+        pass
+    for path in _nsfs_mounts():
+        inum = _inum(path)
+        if inum is not None and inum not in found:
+            found[inum] = Netns(inum, path, os.path.basename(path))
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        path = f"/proc/{pid}/ns/net"
+        inum = _inum(path)
+        if inum is not None and inum not in found:
+            found[inum] = Netns(inum, path, f"pid:{pid}")
+    return found
+
+
+def _nsfs_mounts() -> list[str]:
+    out = []
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                fields = line.split()
+                # mount point is field 5; the filesystem type follows the " - " separator
+                if " - nsfs " in line and fields[3].startswith("net:"):
+                    out.append(fields[4])
+    except OSError:
+        pass
+    return out

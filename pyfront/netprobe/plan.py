@@ -1,0 +1,103 @@
+"""Choosing, per stage, the best mechanism this kernel allows. Pure logic: the kernel's answers
+come in through a KernelFacts object, so the choice is tested without root."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+from .catalogue import KPROBE, NDO_START_XMIT, NETFILTER, RAW_TRACEPOINT, Candidate, Hook, Stage
+
+
+class KernelFacts(Protocol):
+    mechanisms: frozenset[str]  # the attach mechanisms that work here
+
+    def kprobe_symbol(self, function: str) -> str | None: ...
+    def tracepoint_exists(self, name: str) -> bool: ...
+    def first_param(self, function: str) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class Attach:
+    """A resolved hook: mechanism, concrete target (symbol, tracepoint, netfilter hook), fn."""
+    mechanism: str
+    target: str
+    fn: str
+
+
+@dataclass
+class Choice:
+    stage: Stage
+    candidate: Candidate | None
+    attaches: list[Attach] = field(default_factory=list)
+    # why better candidates were passed over, in order: "kprobe: kernel built without kprobes"
+    passed_over: list[str] = field(default_factory=list)
+
+    @property
+    def available(self) -> bool:
+        return self.candidate is not None
+
+    @property
+    def mechanism(self) -> str:
+        return self.candidate.mechanism if self.candidate else "unavailable"
+
+    def describe(self) -> str:
+        """'raw_tracepoint net:net_dev_queue' / 'kprobe ip_output, ip6_output'"""
+        if not self.candidate:
+            return "unavailable (" + "; ".join(self.passed_over) + ")"
+        targets = ", ".join(dict.fromkeys(a.target for a in self.attaches))
+        return f"{self.candidate.mechanism} {targets}"
+
+
+def _resolve(hook: Hook, mechanism: str, facts: KernelFacts) -> tuple[str | None, str]:
+    """(target, '') or (None, why)"""
+    if mechanism == KPROBE:
+        if hook.targets == (NDO_START_XMIT,):
+            return NDO_START_XMIT, ""
+        for name in hook.targets:
+            sym = facts.kprobe_symbol(name)
+            if sym is None:
+                continue
+            if hook.first_param and facts.first_param(name) not in (hook.first_param, None):
+                return None, f"{name}() takes {facts.first_param(name)}, not {hook.first_param}"
+            return sym, ""
+        return None, f"no kernel function {' / '.join(hook.targets)} (inlined or absent)"
+    if mechanism == RAW_TRACEPOINT:
+        for tp in hook.targets:
+            if facts.tracepoint_exists(tp):
+                return tp, ""
+        return None, f"no tracepoint {' / '.join(hook.targets)}"
+    if mechanism == NETFILTER:
+        return hook.targets[0], ""
+    return None, f"unknown mechanism {mechanism}"
+
+
+def choose(stage: Stage, facts: KernelFacts, prefer: Sequence[str] = ()) -> Choice:
+    order = sorted(stage.candidates,
+                   key=lambda c: prefer.index(c.mechanism) if c.mechanism in prefer else len(prefer))
+    choice = Choice(stage, None)
+    for cand in order:
+        if cand.mechanism not in facts.mechanisms:
+            why = f"{cand.mechanism}: not usable on this kernel"
+            if why not in choice.passed_over:
+                choice.passed_over.append(why)
+            continue
+        attaches, missing = [], None
+        for hook in cand.hooks:
+            target, why = _resolve(hook, cand.mechanism, facts)
+            if target is None:
+                if not hook.optional:
+                    missing = why
+                    break
+                continue
+            attaches.append(Attach(cand.mechanism, target, hook.fn))
+        if missing:
+            choice.passed_over.append(f"{cand.mechanism}: {missing}")
+            continue
+        choice.candidate, choice.attaches = cand, attaches
+        return choice
+    return choice
+
+
+def choose_all(stages: Sequence[Stage], facts: KernelFacts,
+               prefer: Sequence[str] = ()) -> list[Choice]:
+    return [choose(s, facts, prefer) for s in stages]

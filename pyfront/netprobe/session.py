@@ -1,0 +1,269 @@
+"""A running set of probes: compile → choose mechanisms → attach → read → detach.
+
+`ProbeSession` is a context manager; leaving it (normally, on an error, on Ctrl-C or on
+SIGTERM turned into SystemExit by the CLI) detaches every kprobe, tracepoint and netfilter
+link it made. If the process dies harder, the kernel drops them with its file descriptors.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from . import bpfsys, netns
+from .catalogue import KPROBE, NDO_START_XMIT, NETFILTER, RAW_TRACEPOINT, STAGES, Stage
+from .devices import Device, WalkRecord, describe, xmit_functions
+from .errors import NetprobeError
+from .flowfilter import FlowFilter
+from .kernel import Kernel
+from .plan import Attach, Choice, choose
+from .program import Program, build
+
+CountKey = tuple[int, int, str]  # (netns inum, ifindex or 0, stage name)
+
+
+@dataclass(frozen=True)
+class Counts:
+    """One read of the kernel's counters: cumulative since attach."""
+    at: float
+    values: dict[CountKey, tuple[int, int]]  # -> (packets, bytes)
+    dropped: int  # hits not counted because the counts map was full
+
+
+class _OnlyMechanisms:
+    """KernelFacts with some mechanisms taken away (after one failed to attach)."""
+
+    def __init__(self, facts: Kernel, removed: set[str]):
+        self._facts, self.mechanisms = facts, facts.mechanisms - removed
+
+    def __getattr__(self, name):
+        return getattr(self._facts, name)
+
+
+@dataclass
+class StageStatus:
+    choice: Choice
+    errors: list[str] = field(default_factory=list)  # attach failures that forced a fallback
+
+
+class ProbeSession:
+    def __init__(self, flow: FlowFilter = FlowFilter(), prefer: Sequence[str] = (),
+                 stages: Sequence[Stage] = STAGES, kernel: Kernel | None = None):
+        self.flow = flow
+        self.prefer = tuple(prefer)
+        self.stages = tuple(stages)
+        self.kernel = kernel or Kernel()
+        self.program: Program | None = None
+        self.status: dict[str, StageStatus] = {}
+        self.devices: dict[tuple[int, int], Device] = {}
+        self.namespaces: dict[int, netns.Netns] = {}
+        self.warnings: list[str] = []
+        self.started_at = 0.0
+        self._bpf = None
+        self._lock = threading.RLock()
+        self._raw_tps: set[str] = set()
+        self._kprobes: set[str] = set()
+        self._xmit_syms: set[str] = set()  # driver xmit functions seen (kprobed or not)
+        self._nf_fns: dict[str, object] = {}
+        self._nf_links: dict[int, list[int]] = {}   # netns inum -> link fds
+        self._nf_failed: set[int] = set()
+        self._walk_fd: int | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def __enter__(self) -> "ProbeSession":
+        try:
+            self.open()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def open(self) -> None:
+        from bcc import BPF  # imported late: `netprobe --help` works without BCC
+
+        self.program = build(self.kernel, self.flow)
+        try:
+            self._bpf = BPF(text=self.program.text, cflags=list(self.program.cflags))
+        except Exception as e:  # BCC raises bare Exception with the compiler's message
+            raise NetprobeError(f"compiling probes: {str(e).strip().splitlines()[-1]}") from None
+        self._walk_fd = self._bpf.load_func("netdev_walk", BPF.RAW_TRACEPOINT).fd
+        for stage in self.stages:
+            self.status[stage.name] = self._attach_stage(stage)
+        self.refresh()
+        self.started_at = time.monotonic()
+
+    def close(self) -> None:
+        with self._lock:
+            for fds in self._nf_links.values():
+                for fd in fds:
+                    os.close(fd)
+            self._nf_links.clear()
+            if self._bpf is not None:
+                self._bpf.cleanup()
+                self._bpf = None
+
+    # -- attaching -----------------------------------------------------------------------
+    def _attach_stage(self, stage: Stage) -> StageStatus:
+        removed: set[str] = set()
+        errors: list[str] = []
+        while True:
+            choice = choose(stage, _OnlyMechanisms(self.kernel, removed), self.prefer)
+            if not choice.available:
+                choice.passed_over = errors + choice.passed_over
+                return StageStatus(choice, errors)
+            try:
+                for a in choice.attaches:
+                    self._attach(a)
+                return StageStatus(choice, errors)
+            except OSError as e:
+                errors.append(f"{choice.mechanism}: {e.strerror or e}")
+            except Exception as e:  # BCC's attach_* raise bare Exception
+                errors.append(f"{choice.mechanism}: {str(e).strip()}")
+            removed.add(choice.mechanism)
+
+    def _attach(self, a: Attach) -> None:
+        from bcc import BPF
+
+        if a.mechanism == RAW_TRACEPOINT:
+            event = a.target.split(":")[1]
+            if event not in self._raw_tps:
+                self._bpf.attach_raw_tracepoint(tp=event, fn_name=a.fn)
+                self._raw_tps.add(event)
+        elif a.mechanism == KPROBE:
+            if a.target != NDO_START_XMIT:  # those follow the devices, in refresh()
+                self._attach_kprobe(a.target, a.fn)
+        elif a.mechanism == NETFILTER:
+            if a.fn not in self._nf_fns:
+                self._nf_fns[a.fn] = self._bpf.load_func(
+                    a.fn, bpfsys.BPF_PROG_TYPE_NETFILTER, None, bpfsys.BPF_NETFILTER)
+            # links are per namespace: made for the netprobe's own one now, the rest in refresh()
+            own = os.stat("/proc/thread-self/ns/net").st_ino
+            self._nf_links.setdefault(own, []).append(self._nf_link(a))
+
+    def _attach_kprobe(self, symbol: str, fn: str) -> None:
+        if symbol not in self._kprobes:
+            self._bpf.attach_kprobe(event=symbol, fn_name=fn)
+            self._kprobes.add(symbol)
+
+    def _nf_link(self, a: Attach) -> int:
+        family, hook = a.target.split(":")
+        return bpfsys.netfilter_link(self._nf_fns[a.fn].fd, family, hook)
+
+    def _nf_attaches(self) -> list[Attach]:
+        return [a for st in self.status.values() for a in st.choice.attaches
+                if a.mechanism == NETFILTER]
+
+    # -- following namespaces and devices ------------------------------------------------
+    def refresh(self) -> None:
+        """Find new and vanished namespaces and devices: attach netfilter links in new
+        namespaces, kprobe new drivers' xmit functions, forget the counts of devices that are
+        gone (so a reused ifindex starts from zero)."""
+        with self._lock:
+            self.namespaces = netns.scan()
+            devices: dict[tuple[int, int], Device] = {}
+            for ns in self.namespaces.values():
+                try:
+                    for d in self._walk(ns):
+                        devices[d.key] = d
+                except NetprobeError as e:
+                    if ns.name == "root":
+                        raise
+                    continue  # the namespace vanished while we looked
+                if ns.inum not in self._nf_links and ns.inum not in self._nf_failed:
+                    self._attach_nf_in(ns)
+            for inum in list(self._nf_links):
+                if inum not in self.namespaces:
+                    for fd in self._nf_links.pop(inum):
+                        os.close(fd)
+            gone = [k for k, d in self.devices.items()
+                    if k not in devices or devices[k].name != d.name
+                    or devices[k].xmit_addr != d.xmit_addr]
+            self.devices = devices
+            if gone:
+                self._forget(set(gone))
+            self._follow_xmit_functions()
+
+    def _walk(self, ns: netns.Netns) -> list[Device]:
+        with bpfsys.in_netns(ns.path):
+            try:
+                bpfsys.test_run(self._walk_fd)
+            except OSError as e:
+                raise NetprobeError(f"listing devices of netns {ns.name}: {e.strerror}") from None
+        n = self._bpf["netdev_count"][ctypes.c_int(0)].value
+        table = self._bpf["netdev_table"]
+        out = []
+        for i in range(n):
+            r = table[ctypes.c_int(i)]
+            rec = WalkRecord(r.netns, r.ifindex, r.flags, bool(r.physical), r.name.decode(errors="replace"),
+                             r.kind.decode(errors="replace"), r.driver.decode(errors="replace"), r.xmit)
+            out.append(describe(rec, self.kernel.kallsyms.symbolize, ns.name))
+        return out
+
+    def _attach_nf_in(self, ns: netns.Netns) -> None:
+        attaches = self._nf_attaches()
+        if not attaches:
+            return
+        fds: list[int] = []
+        try:
+            with bpfsys.in_netns(ns.path):
+                for a in attaches:
+                    fds.append(self._nf_link(a))
+        except (OSError, NetprobeError) as e:
+            for fd in fds:
+                os.close(fd)
+            self._nf_failed.add(ns.inum)
+            self.warnings.append(f"netfilter stages not attached in netns {ns.name}: "
+                                 f"{getattr(e, 'strerror', None) or e}")
+            return
+        self._nf_links[ns.inum] = fds
+
+    def _follow_xmit_functions(self) -> None:
+        st = self.status.get("driver_xmit")
+        if not st or not any(a.target == NDO_START_XMIT for a in st.choice.attaches):
+            return
+        fn = next(a.fn for a in st.choice.attaches if a.target == NDO_START_XMIT)
+        for sym, devs in xmit_functions(self.devices.values()).items():
+            name = sym.split(" ")[0]
+            if name in self._xmit_syms:
+                continue
+            self._xmit_syms.add(name)
+            if not self.kernel.kallsyms.is_unique(name):
+                self.warnings.append(f"driver_xmit: {sym} (used by {devs[0].name}) is not a "
+                                     f"unique symbol; its devices are not counted at driver_xmit")
+                continue
+            try:
+                self._attach_kprobe(name, fn)
+            except Exception as e:
+                self.warnings.append(f"driver_xmit: kprobe on {sym} failed: {e}")
+                continue
+            st.choice.attaches.append(Attach(KPROBE, name, fn))
+
+    def _forget(self, keys: set[tuple[int, int]]) -> None:
+        table = self._bpf["counts"]
+        for k in list(table.keys()):
+            if (k.netns, k.ifindex) in keys:
+                try:
+                    del table[k]
+                except KeyError:
+                    pass
+
+    # -- reading -------------------------------------------------------------------------
+    def read(self) -> Counts:
+        with self._lock:
+            values: dict[CountKey, tuple[int, int]] = {}
+            for k, per_cpu in self._bpf["counts"].items():
+                pk = sum(v.packets for v in per_cpu)
+                by = sum(v.bytes for v in per_cpu)
+                values[(k.netns, k.ifindex, STAGES[k.stage].name)] = (pk, by)
+            dropped = sum(self._bpf["dropped"][ctypes.c_int(0)])
+            return Counts(time.monotonic(), values, dropped)
+
+    def mechanisms(self) -> dict[str, str]:
+        """stage name -> 'raw_tracepoint net:net_dev_queue' and the like."""
+        return {name: st.choice.describe() for name, st in self.status.items()}

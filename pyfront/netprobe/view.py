@@ -1,0 +1,63 @@
+"""The live table of `netprobe watch` (rich): devices as rows, stages as columns."""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from .catalogue import DEVICE_STAGES, PROTOCOL_STAGES
+from .report import DeviceRow, ProtocolRow, human
+
+
+def render(rows: Sequence[DeviceRow], prows: Sequence[ProtocolRow], mechanisms: Mapping[str, str],
+           *, flow: str, seconds: float, dropped: int, warnings: Sequence[str] = ()) -> Group:
+    t = Table(box=None, pad_edge=False, header_style="bold", padding=(0, 1),
+              title=f"netprobe — {flow} — per {seconds:.1f}s: packets/s (total)", title_justify="left")
+    t.add_column("device", no_wrap=True)
+    t.add_column("xmit fn", no_wrap=True, max_width=18, overflow="ellipsis")
+    for s in DEVICE_STAGES:
+        t.add_column(s.title, justify="right", no_wrap=True)
+    for r in rows:
+        d = r.device
+        name = Text(d.name, style="bold yellow" if d.physical else "")
+        if d.physical:
+            name.append(" ●", style="yellow")
+        if d.netns_name != "root":
+            name.append(f" @{d.netns_name}", style="dim")
+        cells = []
+        for s in DEVICE_STAGES:
+            c = r.cells[s.name]
+            if mechanisms.get(s.name, "").startswith("unavailable"):
+                cells.append(Text("n/a", style="dim"))
+            elif c.packets == 0:
+                cells.append(Text("·", style="dim"))
+            else:
+                cells.append(Text(f"{human(c.pps)}\n", style="bold" if c.packets_delta else "")
+                             .append(f"({human(c.packets)})", style="dim"))
+        t.add_row(name, Text(d.xmit or "?", style="cyan"), *cells)
+    parts: list = [t]
+    if prows:
+        p = Table(box=None, pad_edge=False, header_style="bold", padding=(0, 1))
+        p.add_column("L4 send (calls)", no_wrap=True)
+        for s in PROTOCOL_STAGES:
+            p.add_column(s.title, justify="right")
+        for r in prows:
+            label = f"{r.protocol} @{r.netns_name}"
+            vals = []
+            for s in PROTOCOL_STAGES:
+                c = r.cells.get(s.name)
+                vals.append(f"{human(c.pps)}/s ({human(c.packets)})" if c else "")
+            p.add_row(label, *vals)
+        parts.append(p)
+    foot = Text("● physical NIC   stage mechanisms:\n", style="dim")
+    for name, mech in mechanisms.items():
+        foot.append(f"  {name:<18} {mech}\n", style="dim")
+    if dropped:
+        foot.append(f"  {dropped} hits not counted: counts map full\n", style="red")
+    for w in warnings:
+        foot.append(f"  ! {w}\n", style="yellow")
+    foot.append("Tracing... Ctrl-C to end.", style="dim")
+    parts.append(foot)
+    return Group(*parts)

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Installs everything netprobe needs on Debian/Ubuntu, idempotently: BCC, kernel headers,
+# tracefs, a venv that sees the system's BCC, and netprobe itself (editable, from pyfront/).
+set -euo pipefail
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+venv=${NETPROBE_VENV:-$top/.venv}
+kver=$(uname -r)
+
+say() { printf 'setup: %s\n' "$*"; }
+
+[ "$(id -u)" -eq 0 ] || { echo "setup: run as root (sudo make setup): it installs packages" >&2; exit 1; }
+
+export DEBIAN_FRONTEND=noninteractive
+packages=(python3-bpfcc bpfcc-tools bpftool python3-venv python3-pip python3-setuptools
+          python3-click python3-rich python3-prometheus-client python3-pytest
+          iproute2 tcpdump make)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+# Headers: the running kernel's own when the archive has them; else the nearest the archive
+# has (netprobe takes struct layouts from BTF, so BCC only needs *a* kernel tree to compile).
+headers=""
+if [ -e "/lib/modules/$kver/build/include" ]; then
+  headers=present
+elif apt-cache show "linux-headers-$kver" >/dev/null 2>&1; then
+  missing+=("linux-headers-$kver"); headers=exact
+fi
+if [ ${#missing[@]} -gt 0 ] || [ -z "$headers" ]; then
+  say "apt-get update"
+  apt-get update -qq
+  if [ -z "$headers" ]; then
+    if apt-cache show "linux-headers-$kver" >/dev/null 2>&1; then
+      missing+=("linux-headers-$kver"); headers=exact
+    else
+      missing+=(linux-headers-amd64); headers=nearest
+    fi
+  fi
+  if [ ${#missing[@]} -gt 0 ]; then
+    say "installing ${missing[*]}"
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+fi
+
+if [ "$headers" = nearest ] && [ ! -e "/lib/modules/$kver/build/include" ]; then
+  build=$(ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | sort -V | tail -n 1)
+  common=$(ls -d /usr/src/linux-headers-*-common 2>/dev/null | sort -V | tail -n 1)
+  [ -n "$build" ] && [ -n "$common" ] || { echo "setup: no kernel headers could be installed" >&2; exit 1; }
+  mkdir -p "/lib/modules/$kver"
+  ln -sfn "$build" "/lib/modules/$kver/build"
+  ln -sfn "$common" "/lib/modules/$kver/source"
+  say "NOTE: no headers for kernel $kver in the archive; linked the nearest ones, $(basename "$build")."
+  say "      netprobe reads every struct layout from BTF (/sys/kernel/btf/vmlinux), so counts stay right."
+fi
+
+if ! mountpoint -q /sys/kernel/tracing 2>/dev/null; then
+  mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null && say "mounted tracefs at /sys/kernel/tracing" \
+    || say "NOTE: could not mount tracefs (kprobes need it on older kernels)"
+fi
+
+if [ ! -x "$venv/bin/python" ]; then
+  say "creating venv $venv"
+  /usr/bin/python3 -m venv --system-site-packages "$venv"
+fi
+if ! "$venv/bin/python" -c 'import netprobe, bcc' 2>/dev/null \
+   || [ "$top/pyfront/pyproject.toml" -nt "$venv/.netprobe-installed" ]; then
+  say "installing netprobe into $venv"
+  "$venv/bin/pip" install -q --no-deps --no-build-isolation -e "$top/pyfront"
+  touch "$venv/.netprobe-installed"
+fi
+ln -sfn "$venv/bin/netprobe" /usr/local/bin/netprobe
+say "ready: $("$venv/bin/netprobe" --version)"
