@@ -94,6 +94,18 @@ def doctor(as_json):
     sys.exit(run_doctor(as_json=as_json))
 
 
+def _commands() -> None:
+    # an explicit list: each module holds one command family
+    from .export_cli import export
+    from .prove_cli import peer, prove
+
+    for command in (export, prove, peer):
+        cli.add_command(command)
+
+
+_commands()
+
+
 def main() -> None:
     try:
         rv = cli.main(standalone_mode=False)

@@ -1,0 +1,89 @@
+"""Controlled TCP and UDP flows between sockets that may live in different namespaces.
+
+A socket belongs to the namespace its thread was in when it was made, so each socket is
+created inside bpfsys.in_netns() and then used from this thread as usual."""
+from __future__ import annotations
+
+import socket
+import threading
+from contextlib import ExitStack, contextmanager, nullcontext
+
+from .bpfsys import in_netns
+
+
+def _ns(path: str | None):
+    return in_netns(path) if path else nullcontext()
+
+
+def _family(addr: str) -> int:
+    return socket.AF_INET6 if ":" in addr else socket.AF_INET
+
+
+def udp_flow(*, server_addr: str, port: int, count: int, size: int = 64,
+             server_ns: str | None = None, client_ns: str | None = None,
+             client_addr: str | None = None) -> int:
+    """Send `count` datagrams of `size` bytes; returns how many the server received."""
+    fam = _family(server_addr)
+    with ExitStack() as stack:
+        with _ns(server_ns):
+            srv = stack.enter_context(socket.socket(fam, socket.SOCK_DGRAM))
+        srv.bind((server_addr, port))
+        srv.settimeout(1.0)
+        with _ns(client_ns):
+            cli = stack.enter_context(socket.socket(fam, socket.SOCK_DGRAM))
+        if client_addr:
+            cli.bind((client_addr, 0))
+        cli.connect((server_addr, port))
+        got = 0
+        payload = b"n" * size
+        for _ in range(count):
+            cli.send(payload)
+            # keep the socket buffer from overflowing: received == sent is checked by callers
+            try:
+                srv.recv(65536)
+                got += 1
+            except socket.timeout:
+                pass
+        return got
+
+
+def tcp_flow(*, server_addr: str, port: int, nbytes: int, chunk: int = 1000,
+             server_ns: str | None = None, client_ns: str | None = None,
+             client_addr: str | None = None) -> int:
+    """Connect, send `nbytes` in `chunk`-sized writes, close; returns bytes the server read."""
+    fam = _family(server_addr)
+    received = 0
+    with ExitStack() as stack:
+        with _ns(server_ns):
+            lst = stack.enter_context(socket.socket(fam, socket.SOCK_STREAM))
+        lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        lst.bind((server_addr, port))
+        lst.listen(1)
+        lst.settimeout(5.0)
+
+        def serve():
+            nonlocal received
+            conn, _ = lst.accept()
+            with conn:
+                conn.settimeout(5.0)
+                while True:
+                    data = conn.recv(65536)
+                    if not data:
+                        break
+                    received += len(data)
+
+        t = threading.Thread(target=serve, daemon=True)
+        t.start()
+        with _ns(client_ns):
+            cli = socket.socket(fam, socket.SOCK_STREAM)
+        with cli:
+            if client_addr:
+                cli.bind((client_addr, 0))
+            cli.connect((server_addr, port))
+            left = nbytes
+            while left > 0:
+                n = min(chunk, left)
+                cli.sendall(b"t" * n)
+                left -= n
+        t.join(10)
+    return received
