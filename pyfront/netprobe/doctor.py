@@ -1,0 +1,164 @@
+"""`netprobe doctor`: what this machine offers, proven by really loading and attaching."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import bpfsys
+from .catalogue import KPROBE, NETFILTER, RAW_TRACEPOINT, STAGES
+from .errors import NetprobeError
+from .kernel import Kernel, kernel_version, tracefs
+from .plan import choose
+
+# tiny programs, one per mechanism; each is attached once and detached at once
+_TRIAL_C = r"""
+struct np_nf_ctx { void *state; void *skb; };
+int trial_kprobe(struct pt_regs *ctx) { return 0; }
+int trial_raw_tp(struct bpf_raw_tracepoint_args *ctx) { return 0; }
+int trial_tp(void *ctx) { return 0; }
+int trial_nf(struct np_nf_ctx *ctx) { return 1; }
+"""
+_TRIAL_FENTRY = "KFUNC_PROBE(tcp_sendmsg) { return 0; }"
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+def _trial(label, fn) -> Check:
+    try:
+        return Check(label, True, fn() or "works")
+    except Exception as e:  # BCC raises bare Exception; OSError from our own syscalls
+        msg = getattr(e, "strerror", None) or str(e).strip().splitlines()[-1:] or [""]
+        return Check(label, False, msg if isinstance(msg, str) else msg[0])
+
+
+def mechanism_checks(kernel: Kernel) -> list[Check]:
+    from bcc import BPF
+
+    checks = []
+    try:
+        b = BPF(text="#include <uapi/linux/ptrace.h>\n" + _TRIAL_C)
+    except Exception as e:
+        return [Check("BPF compile", False, f"BCC could not compile a trivial program: {e}")]
+    try:
+        sym = kernel.kprobe_symbol("tcp_sendmsg") or "tcp_sendmsg"
+
+        def kprobe():
+            if not kernel.kprobes:
+                raise NetprobeError("kernel built without CONFIG_KPROBES (no kprobe PMU, no kprobe_events)")
+            b.attach_kprobe(event=sym, fn_name="trial_kprobe")
+            b.detach_kprobe(event=sym)
+        checks.append(_trial("kprobe", kprobe))
+
+        def fentry():
+            if not BPF.support_kfunc():
+                raise NetprobeError("not supported by this kernel/BCC")
+            try:
+                f = BPF(text=_TRIAL_FENTRY)
+            except Exception as e:
+                # BCC words every EPERM as "Need super-user privileges", even as root
+                raise NetprobeError("the kernel refused to load a BPF_PROG_TYPE_TRACING "
+                                    f"program ({str(e).strip()[:60]})") from None
+            f.cleanup()
+        checks.append(_trial("fentry", fentry))
+
+        def tracepoint():
+            if tracefs() is None:
+                raise NetprobeError("tracefs is not mounted (mount -t tracefs tracefs /sys/kernel/tracing)")
+            b.attach_tracepoint(tp="net:net_dev_queue", fn_name="trial_tp")
+            b.detach_tracepoint(tp="net:net_dev_queue")
+        checks.append(_trial("tracepoint", tracepoint))
+
+        def raw_tp():
+            b.attach_raw_tracepoint(tp="net_dev_queue", fn_name="trial_raw_tp")
+            b.detach_raw_tracepoint(tp="net_dev_queue")
+        checks.append(_trial("raw_tracepoint", raw_tp))
+
+        def netfilter():
+            if kernel_version() < (6, 4):
+                raise NetprobeError("needs kernel >= 6.4")
+            fn = b.load_func("trial_nf", bpfsys.BPF_PROG_TYPE_NETFILTER, None, bpfsys.BPF_NETFILTER)
+            os.close(bpfsys.netfilter_link(fn.fd, "ipv4", "LOCAL_IN"))
+        checks.append(_trial("netfilter", netfilter))
+    finally:
+        b.cleanup()
+    return checks
+
+
+class _Proven:
+    """KernelFacts whose mechanisms are the ones proven to work."""
+
+    def __init__(self, kernel: Kernel, mechanisms: set[str]):
+        self._k, self.mechanisms = kernel, frozenset(mechanisms)
+
+    def __getattr__(self, name):
+        return getattr(self._k, name)
+
+
+def run_doctor(as_json: bool = False) -> int:
+    kernel = Kernel()
+    facts: list[Check] = []
+    facts.append(Check("kernel", True, f"{platform.release()} ({platform.machine()})"))
+    root = os.geteuid() == 0
+    facts.append(Check("root", root, "yes" if root else "no: run `sudo netprobe doctor`"))
+    btf_ok = kernel.btf_path.exists()
+    facts.append(Check("BTF", btf_ok, str(kernel.btf_path) if btf_ok else
+                       "absent: struct offsets will come from kernel headers, which must match"))
+    build = Path(f"/lib/modules/{platform.release()}/build")
+    hdr = build.resolve() if build.exists() else None
+    facts.append(Check("kernel headers", hdr is not None,
+                       f"{hdr}" + ("" if hdr is None or platform.release() in str(hdr) else
+                                   " (another kernel's: compiling only; layouts come from BTF)")
+                       if hdr else "missing: `make setup` installs them"))
+    tf = tracefs()
+    facts.append(Check("tracefs", tf is not None, str(tf) if tf else
+                       "not mounted: mount -t tracefs tracefs /sys/kernel/tracing"))
+    try:
+        import bcc  # noqa: F401
+        facts.append(Check("BCC", True, f"python3-bpfcc {getattr(bcc, '__version__', '')}".strip()))
+        have_bcc = True
+    except ImportError:
+        facts.append(Check("BCC", False, "not importable: `make setup` (apt install python3-bpfcc)"))
+        have_bcc = False
+
+    mech: list[Check] = []
+    if root and have_bcc and (btf_ok or hdr):
+        mech = mechanism_checks(kernel)
+    proven = {c.name for c in mech if c.ok} & {KPROBE, RAW_TRACEPOINT, NETFILTER}
+    choices = [choose(s, _Proven(kernel, proven)) for s in STAGES] if mech else []
+    usable = any(c.available for c in choices)
+
+    if as_json:
+        print(json.dumps({
+            "facts": [c.__dict__ for c in facts], "mechanisms": [c.__dict__ for c in mech],
+            "stages": [{"stage": c.stage.name, "layer": c.stage.layer,
+                        "direction": c.stage.direction, "mechanism": c.describe()}
+                       for c in choices],
+            "usable": usable}, indent=2))
+    else:
+        def line(c: Check):
+            print(f"  {'ok ' if c.ok else 'NO '} {c.name:<15} {c.detail}")
+        print("machine")
+        for c in facts:
+            line(c)
+        if mech:
+            print("attach mechanisms (each really loaded and attached)")
+            for c in mech:
+                line(c)
+            print("stages: mechanism this kernel would use")
+            for c in choices:
+                print(f"  {c.stage.name:<18} {c.stage.layer:<6} {c.stage.direction}  {c.describe()}")
+    if not usable:
+        fix = ("run as root: sudo netprobe doctor" if not root else
+               "install BCC and headers: sudo make setup" if not have_bcc or not (btf_ok or hdr) else
+               "this kernel allows no kprobes, raw tracepoints or netfilter links for BPF")
+        print(f"netprobe: nothing usable found: {fix}")
+        return 1
+    return 0

@@ -1,0 +1,84 @@
+"""Mechanism choice per stage, on made-up kernels."""
+from netprobe.catalogue import BY_NAME, KPROBE, NETFILTER, RAW_TRACEPOINT, STAGES
+from netprobe.plan import choose, choose_all
+
+
+class Facts:
+    def __init__(self, mechanisms, functions=(), params=None, tracepoints=None):
+        self.mechanisms = frozenset(mechanisms)
+        self.functions = set(functions)
+        self.params = params or {}
+        self.tracepoints = tracepoints
+
+    def kprobe_symbol(self, f):
+        return f if f in self.functions else None
+
+    def tracepoint_exists(self, tp):
+        return self.tracepoints is None or tp in self.tracepoints
+
+    def first_param(self, f):
+        return self.params.get(f)
+
+
+LINUX_61 = {"tcp_sendmsg", "udp_sendmsg", "udpv6_sendmsg", "ip_output", "ip6_output",
+            "__dev_queue_xmit", "__netif_rx", "netif_rx", "napi_gro_receive",
+            "__netif_receive_skb_core", "ip_rcv_core", "ip6_rcv_core", "tcp_v4_rcv", "udp_rcv",
+            "tcp_v6_rcv", "udpv6_rcv"}
+
+
+def test_no_kprobes_uses_tracepoints_and_netfilter():
+    choices = {c.stage.name: c for c in choose_all(STAGES, Facts({RAW_TRACEPOINT, NETFILTER}))}
+    assert choices["dev_queue_xmit"].describe() == "raw_tracepoint net:net_dev_queue"
+    assert choices["driver_xmit"].describe() == "raw_tracepoint net:net_dev_start_xmit"
+    assert choices["ip_output"].mechanism == NETFILTER
+    assert choices["l4_rcv"].describe() == "netfilter ipv4:LOCAL_IN, ipv6:LOCAL_IN"
+    assert all(c.available for c in choices.values())
+    assert choices["ip_rcv"].passed_over == ["kprobe: not usable on this kernel"]
+
+
+def test_kprobe_kernel_uses_kprobes_and_btf_picks_the_skb_argument():
+    facts = Facts({KPROBE, RAW_TRACEPOINT}, LINUX_61,
+                  params={"__netif_receive_skb_core": "struct sk_buff **"})
+    choices = {c.stage.name: c for c in choose_all(STAGES, facts)}
+    assert all(c.mechanism == KPROBE for c in choices.values())
+    assert choices["dev_queue_xmit"].describe() == "kprobe __dev_queue_xmit"
+    assert [a.fn for a in choices["netif_receive_skb"].attaches] == ["netif_receive_skb__kprobe_pskb"]
+    # netif_rx_internal is inlined on this made-up kernel: the second kprobe candidate applies
+    assert choices["driver_rx"].describe() == "kprobe __netif_rx, netif_rx, napi_gro_receive"
+    assert choices["driver_xmit"].attaches[0].target == "<ndo_start_xmit>"
+
+
+def test_old_signature_takes_the_other_program():
+    facts = Facts({KPROBE}, LINUX_61, params={"__netif_receive_skb_core": "struct sk_buff *"})
+    c = choose(BY_NAME["netif_receive_skb"], facts)
+    assert [a.fn for a in c.attaches] == ["netif_receive_skb__kprobe"]
+
+
+def test_missing_required_function_falls_back():
+    facts = Facts({KPROBE, NETFILTER}, LINUX_61 - {"ip_rcv_core"})
+    c = choose(BY_NAME["ip_rcv"], facts)
+    assert c.mechanism == NETFILTER
+    assert "ip_rcv_core" in c.passed_over[0]
+
+
+def test_missing_optional_hook_is_skipped():
+    c = choose(BY_NAME["ip_output"], Facts({KPROBE}, LINUX_61 - {"ip6_output"}))
+    assert c.describe() == "kprobe ip_output"
+
+
+def test_unavailable_stage_says_why_and_is_never_faked():
+    c = choose(BY_NAME["ip_output"], Facts({RAW_TRACEPOINT}))
+    assert not c.available
+    assert c.attaches == []
+    assert c.describe().startswith("unavailable (kprobe: not usable")
+
+
+def test_prefer_reorders_candidates():
+    facts = Facts({KPROBE, RAW_TRACEPOINT}, LINUX_61)
+    c = choose(BY_NAME["dev_queue_xmit"], facts, prefer=(RAW_TRACEPOINT,))
+    assert c.mechanism == RAW_TRACEPOINT
+
+
+def test_missing_tracepoint():
+    c = choose(BY_NAME["driver_xmit"], Facts({RAW_TRACEPOINT}, tracepoints=set()))
+    assert not c.available and "net:net_dev_start_xmit" in c.describe()
