@@ -73,12 +73,12 @@ STAGES: tuple[Stage, ...] = (
                               _k("ipv6:POST_ROUTING", fn="ip_output__netfilter", optional=True)),
                   "NF_INET_POST_ROUTING, the hook inside ip_output/ip6_output"),
     )),
-    Stage("dev_queue_xmit", "L2", "tx", "dev_q_xmit", candidates=(
+    Stage("dev_queue_xmit", "L2", "tx", "dev_q", candidates=(
         Candidate(KPROBE, (_k("__dev_queue_xmit", "dev_queue_xmit", fn="dev_queue_xmit__kprobe"),)),
         Candidate(RAW_TRACEPOINT, (_k("net:net_dev_queue", fn="dev_queue_xmit__raw_tp"),),
                   "net:net_dev_queue, inside __dev_queue_xmit"),
     )),
-    Stage("driver_xmit", "driver", "tx", "drv_xmit", candidates=(
+    Stage("driver_xmit", "driver", "tx", "drv_tx", candidates=(
         Candidate(KPROBE, (_k(NDO_START_XMIT, fn="driver_xmit__kprobe"),),
                   "a kprobe on each device's own ndo_start_xmit"),
         Candidate(RAW_TRACEPOINT, (_k("net:net_dev_start_xmit", fn="driver_xmit__raw_tp"),),
@@ -94,7 +94,7 @@ STAGES: tuple[Stage, ...] = (
         Candidate(RAW_TRACEPOINT, (_k("net:netif_rx", fn="driver_rx__raw_tp"),
                                    _k("net:napi_gro_receive_entry", fn="driver_rx__raw_tp"))),
     )),
-    Stage("netif_receive_skb", "L2", "rx", "netif_rcv", candidates=(
+    Stage("netif_receive_skb", "L2", "rx", "rcv_skb", candidates=(
         Candidate(KPROBE, (_k("__netif_receive_skb_core", fn="netif_receive_skb__kprobe_pskb",
                               first_param="struct sk_buff **"),)),
         Candidate(KPROBE, (_k("__netif_receive_skb_core", fn="netif_receive_skb__kprobe",

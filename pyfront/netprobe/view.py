@@ -7,7 +7,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from .catalogue import DEVICE_STAGES, PROTOCOL_STAGES
+from .catalogue import DEVICE_STAGES
 from .report import DeviceRow, ProtocolRow, human
 
 
@@ -16,7 +16,7 @@ def render(rows: Sequence[DeviceRow], prows: Sequence[ProtocolRow], mechanisms: 
     t = Table(box=None, pad_edge=False, header_style="bold", padding=(0, 1),
               title=f"netprobe — {flow} — per {seconds:.1f}s: packets/s (total)", title_justify="left")
     t.add_column("device", no_wrap=True)
-    t.add_column("xmit fn", no_wrap=True, max_width=18, overflow="ellipsis")
+    t.add_column("xmit fn", no_wrap=True, max_width=14, overflow="ellipsis")
     for s in DEVICE_STAGES:
         t.add_column(s.title, justify="right", no_wrap=True)
     for r in rows:
@@ -40,16 +40,13 @@ def render(rows: Sequence[DeviceRow], prows: Sequence[ProtocolRow], mechanisms: 
     parts: list = [t]
     if prows:
         p = Table(box=None, pad_edge=False, header_style="bold", padding=(0, 1))
-        p.add_column("L4 send (calls)", no_wrap=True)
-        for s in PROTOCOL_STAGES:
-            p.add_column(s.title, justify="right")
+        p.add_column("L4 send", no_wrap=True)
+        p.add_column("calls/s (total)", justify="right")
+        p.add_column("bytes/s", justify="right")
         for r in prows:
-            label = f"{r.protocol} @{r.netns_name}"
-            vals = []
-            for s in PROTOCOL_STAGES:
-                c = r.cells.get(s.name)
-                vals.append(f"{human(c.pps)}/s ({human(c.packets)})" if c else "")
-            p.add_row(label, *vals)
+            for c in r.cells.values():
+                p.add_row(f"{r.protocol} @{r.netns_name}", f"{human(c.pps)} ({human(c.packets)})",
+                          human(c.bps))
         parts.append(p)
     foot = Text("● physical NIC   stage mechanisms:\n", style="dim")
     for name, mech in mechanisms.items():
