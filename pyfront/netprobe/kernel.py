@@ -34,6 +34,7 @@ class Kernel:
 
     def __init__(self, btf_path: Path = btfmod.VMLINUX_BTF):
         self.btf_path = btf_path
+        self._unknown: set[int] = set()
 
     @cached_property
     def btf(self) -> btfmod.BTF | None:
@@ -71,6 +72,17 @@ class Kernel:
         if self.netfilter_links:
             found.add(NETFILTER)
         return frozenset(found)
+
+    def symbolize(self, addr: int):
+        """Name a code address; a miss re-reads /proc/kallsyms once, since a module loaded
+        after start (veth, on the first `ip link add ... type veth`) adds symbols."""
+        sym = self.kallsyms.symbolize(addr)
+        if sym is None and addr not in self._unknown:
+            self.__dict__.pop("kallsyms", None)
+            sym = self.kallsyms.symbolize(addr)
+            if sym is None:
+                self._unknown.add(addr)
+        return sym
 
     def kprobe_symbol(self, function: str) -> str | None:
         return self.kallsyms.probe_name(function)

@@ -202,7 +202,7 @@ class ProbeSession:
             r = table[ctypes.c_int(i)]
             rec = WalkRecord(r.netns, r.ifindex, r.flags, bool(r.physical), r.name.decode(errors="replace"),
                              r.kind.decode(errors="replace"), r.driver.decode(errors="replace"), r.xmit)
-            out.append(describe(rec, self.kernel.kallsyms.symbolize, ns.name))
+            out.append(describe(rec, self.kernel.symbolize, ns.name))
         return out
 
     def _attach_nf_in(self, ns: netns.Netns) -> None:
