@@ -12,7 +12,12 @@
 #include <linux/netdevice.h>
 #include <net/sock.h>
 #include <net/net_namespace.h>
+#include <net/dst.h>
+#include <net/rtnetlink.h>
 #include <linux/netfilter.h>
+#include <linux/nsproxy.h>
+#include <linux/sched.h>
+#include <linux/device.h>
 #define FIELD(id, s, path, size) OFF_##id = __builtin_offsetof(struct s, path),
 enum np_field_offsets {
 #include "fields.h"

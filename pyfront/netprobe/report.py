@@ -103,7 +103,8 @@ def protocol_rows(now: Mapping, before: Mapping, seconds: float,
 
 
 def to_json(rows: Sequence[DeviceRow], prows: Sequence[ProtocolRow], *, time: str,
-            seconds: float, mechanisms: Mapping[str, str], flow: str, dropped: int) -> dict:
+            seconds: float, mechanisms: Mapping[str, str], flow: str, dropped: int,
+            warnings: Sequence[str] = ()) -> dict:
     return {
         "time": time,
         "interval_s": round(seconds, 3),
@@ -121,6 +122,7 @@ def to_json(rows: Sequence[DeviceRow], prows: Sequence[ProtocolRow], *, time: st
             "stages": {k: c.as_dict() for k, c in r.cells.items()},
         } for r in prows],
         "dropped": dropped,
+        "warnings": list(warnings),
     }
 
 

@@ -92,6 +92,9 @@ class ProbeSession:
             self._bpf = BPF(text=self.program.text, cflags=list(self.program.cflags))
         except Exception as e:  # BCC raises bare Exception with the compiler's message
             raise NetprobeError(f"compiling probes: {str(e).strip().splitlines()[-1]}") from None
+        if self.program.layout_source != "BTF":
+            self.warnings.append("no BTF on this kernel: struct layouts come from the installed "
+                                 "kernel headers, which must match the running kernel")
         self._walk_fd = self._bpf.load_func("netdev_walk", BPF.RAW_TRACEPOINT).fd
         for stage in self.stages:
             self.status[stage.name] = self._attach_stage(stage)

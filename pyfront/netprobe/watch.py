@@ -56,7 +56,8 @@ def run_watch(*, flow: FlowFilter, selector: DeviceSelector, prefer: Sequence[st
                 if as_json:
                     obj = to_json(rows, prows, time=datetime.now(timezone.utc).isoformat(),
                                   seconds=seconds, mechanisms=session.mechanisms(),
-                                  flow=flow.describe(), dropped=now.dropped)
+                                  flow=flow.describe(), dropped=now.dropped,
+                                  warnings=session.warnings)
                     print(json.dumps(obj), flush=True)
                 else:
                     from .view import render
