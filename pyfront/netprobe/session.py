@@ -85,7 +85,11 @@ class ProbeSession:
         self.close()
 
     def open(self) -> None:
-        from bcc import BPF  # imported late: `netprobe --help` works without BCC
+        try:
+            from bcc import BPF  # imported late: `netprobe --help` works without BCC
+        except ImportError:
+            raise NetprobeError("BCC's Python module is missing: install python3-bpfcc "
+                                "(make setup) and run netprobe with /usr/bin/python3") from None
 
         self.program = build(self.kernel, self.flow)
         try:
@@ -95,7 +99,12 @@ class ProbeSession:
         if self.program.layout_source != "BTF":
             self.warnings.append("no BTF on this kernel: struct layouts come from the installed "
                                  "kernel headers, which must match the running kernel")
-        self._walk_fd = self._bpf.load_func("netdev_walk", BPF.RAW_TRACEPOINT).fd
+        try:
+            self._walk_fd = self._bpf.load_func("netdev_walk", BPF.RAW_TRACEPOINT).fd
+        except Exception as e:
+            raise NetprobeError(f"loading BPF programs: {str(e).strip()} "
+                                "(is BPF disabled, e.g. kernel.unprivileged_bpf_disabled or "
+                                "a lockdown?)") from None
         for stage in self.stages:
             self.status[stage.name] = self._attach_stage(stage)
         self.refresh()
