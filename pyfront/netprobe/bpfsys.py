@@ -3,6 +3,7 @@ running a program once with BPF_PROG_TEST_RUN, and entering a network namespace.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 from contextlib import contextmanager
 
@@ -55,9 +56,19 @@ def _bpf(cmd: int, attr: ctypes.Structure) -> int:
 def netfilter_link(prog_fd: int, family: str, hook: str) -> int:
     """Attach a BPF_PROG_TYPE_NETFILTER program at `hook` in the calling thread's network
     namespace; returns the link fd (closing it detaches)."""
-    attr = _LinkCreateNF(prog_fd=prog_fd, attach_type=BPF_NETFILTER, pf=NFPROTO[family],
-                         hooknum=NF_HOOKS[hook], priority=NF_PRIORITY[hook])
-    return _bpf(BPF_LINK_CREATE, attr)
+    # The kernel lets one BPF program hold a (family, hook, priority) slot and answers EBUSY
+    # to the next: a second netprobe (watch beside an exporter) takes the neighbouring slot,
+    # one step further from the edge of the chain.
+    step = 1 if NF_PRIORITY[hook] < 0 else -1
+    for i in range(64):
+        attr = _LinkCreateNF(prog_fd=prog_fd, attach_type=BPF_NETFILTER, pf=NFPROTO[family],
+                             hooknum=NF_HOOKS[hook], priority=NF_PRIORITY[hook] + step * i)
+        try:
+            return _bpf(BPF_LINK_CREATE, attr)
+        except OSError as e:
+            if e.errno != errno.EBUSY:
+                raise
+    raise OSError(errno.EBUSY, f"64 other BPF programs hold the {family} {hook} slots")
 
 
 def test_run(prog_fd: int) -> int:

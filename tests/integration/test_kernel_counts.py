@@ -154,3 +154,18 @@ def test_host_filter_counts_only_that_address(bpf_ok, veth, family):
         after = s.read()
     assert delta(before, after, lo.netns, 1, "driver_xmit") == 0
     assert delta(before, after, va.netns, va.ifindex, "driver_xmit") == 20
+
+
+def test_two_netprobes_at_once_both_count_every_stage(session, veth):
+    """A second netprobe (watch beside the exporter) gets its own netfilter slots."""
+    with ProbeSession(flow=FlowFilter(port=PORT + 7)) as other:
+        assert all(not m.startswith("unavailable") for m in other.mechanisms().values())
+        session.refresh()
+        lo = dev(other, veth.a.ns, "lo")
+        b1, b2 = session.read(), other.read()
+        udp_flow(server_addr="127.0.0.1", port=PORT + 7, count=10, server_ns=veth.a.path,
+                 client_ns=veth.a.path)
+        a1, a2 = session.read(), other.read()
+    for stage in ("ip_output", "ip_rcv", "l4_rcv"):
+        assert delta(b1, a1, lo.netns, 1, stage) == 10, stage
+        assert delta(b2, a2, lo.netns, 1, stage) == 10, stage
