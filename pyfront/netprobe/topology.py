@@ -63,6 +63,28 @@ class VethPair:
             raise
         return pair
 
+    @property
+    def namespaces(self) -> tuple[str, str]:
+        return (self.a.ns, self.b.ns)
+
+    def wait_up(self, timeout: float = 2.0) -> None:
+        """Wait until both veth ends are operationally up. Until linkwatch has activated a
+        device's queueing (asynchronously, after `ip link set up`), what is sent through it is
+        dropped, and a lost SYN costs a second."""
+        import json
+        import time
+
+        deadline = time.monotonic() + timeout
+        for h in (self.a, self.b):
+            while True:
+                state = json.loads(ip("-j", "link", "show", "dev", h.dev, netns=h.ns))[0]
+                if state.get("operstate") == "UP":
+                    break
+                if time.monotonic() > deadline:
+                    raise NetprobeError(f"veth {h.dev} in {h.ns} did not come up within {timeout:.0f} s "
+                                        f"(operstate {state.get('operstate')})")
+                time.sleep(0.02)
+
     def delete(self) -> None:
         for h in (self.a, self.b):
             subprocess.run(["ip", "netns", "del", h.ns], capture_output=True, check=False)

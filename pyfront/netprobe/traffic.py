@@ -87,3 +87,68 @@ def tcp_flow(*, server_addr: str, port: int, nbytes: int, chunk: int = 1000,
                 left -= n
         t.join(10)
     return received
+
+
+def tcp_echo(*, server_addr: str, port: int, nbytes: int, chunk: int = 1000,
+             timeout: float = 5.0, client_ns: str | None = None) -> int:
+    """Send `nbytes` to a TCP echo server (`netprobe peer`, or a `cat` behind a port) while
+    reading the echo back, then close; returns the bytes that came back."""
+    fam = _family(server_addr)
+    with _ns(client_ns):
+        cli = socket.socket(fam, socket.SOCK_STREAM)
+    with cli:
+        cli.settimeout(timeout)
+        cli.connect((server_addr, port))
+        failed: list[OSError] = []
+
+        def send():
+            # a writer of its own: an echo server that writes back as it reads would block
+            # both sides once the socket buffers fill, if sending and reading took turns
+            try:
+                left = nbytes
+                while left > 0:
+                    n = min(chunk, left)
+                    cli.sendall(b"e" * n)
+                    left -= n
+                cli.shutdown(socket.SHUT_WR)
+            except OSError as e:
+                failed.append(e)
+
+        t = threading.Thread(target=send, daemon=True)
+        t.start()
+        got = 0
+        while got < nbytes:
+            data = cli.recv(65536)
+            if not data:
+                break
+            got += len(data)
+        t.join(timeout)
+        if failed:
+            raise failed[0]
+    return got
+
+
+def udp_echo(*, server_addr: str, port: int, count: int, size: int = 64, timeout: float = 0.5,
+             give_up_after: int = 3, client_ns: str | None = None) -> tuple[int, int]:
+    """Send up to `count` datagrams to a UDP echo server, each waiting up to `timeout` for its
+    echo; returns (sent, echoed). Stops after `give_up_after` unanswered datagrams when none was
+    answered yet: a peer that does not echo UDP (a TCP-only echo) costs little time."""
+    fam = _family(server_addr)
+    with _ns(client_ns):
+        cli = socket.socket(fam, socket.SOCK_DGRAM)
+    with cli:
+        cli.settimeout(timeout)
+        cli.connect((server_addr, port))
+        payload = b"u" * size
+        sent = echoed = 0
+        for _ in range(count):
+            cli.send(payload)
+            sent += 1
+            try:
+                cli.recv(65536)
+                echoed += 1
+            except (socket.timeout, ConnectionRefusedError):
+                # refused: an ICMP port unreachable for an earlier datagram
+                if echoed == 0 and sent >= give_up_after:
+                    break
+        return sent, echoed
