@@ -23,14 +23,14 @@ int ip_output__kprobe(struct pt_regs *ctx)
 int dev_queue_xmit__kprobe(struct pt_regs *ctx)
 {
     void *skb = (void *)PT_REGS_PARM1(ctx);
-    return np_count_skb_dev(skb, np_skb_dev(skb), NP_L3_AT_NETWORK_HEADER, STAGE_dev_queue_xmit);
+    return np_count_skb(skb, NP_L3_AT_NETWORK_HEADER, STAGE_dev_queue_xmit);
 }
 
 /* net:net_dev_queue(skb) */
 int dev_queue_xmit__raw_tp(struct bpf_raw_tracepoint_args *ctx)
 {
     void *skb = (void *)ctx->args[0];
-    return np_count_skb_dev(skb, np_skb_dev(skb), NP_L3_AT_NETWORK_HEADER, STAGE_dev_queue_xmit);
+    return np_count_skb(skb, NP_L3_AT_NETWORK_HEADER, STAGE_dev_queue_xmit);
 }
 
 /* the device's ndo_start_xmit(skb, dev): loopback_xmit, veth_xmit, e1000_xmit_frame, ... */

@@ -100,14 +100,11 @@ static __always_inline int np_flow_match_skb(void *skb, int l3_at)
     return 0;
 }
 
-/* L4 send stages see a socket, not a packet. An unconnected UDP socket has no peer yet, so
- * --host/--port match only its local side there. */
-static __always_inline int np_flow_match_sock(void *sk, u8 proto)
+/* L4 send stages see a socket, not a packet (an AF_INET/AF_INET6 one: the caller checks). An
+ * unconnected UDP socket has no peer yet, so --host/--port match only its local side there. */
+static __always_inline int np_flow_match_sock(void *sk, u8 proto, u16 family)
 {
-    u16 family = 0, num = 0, dport = 0;
-    NP_READ(family, sk, SK_FAMILY);
-    if (family != NP_AF_INET && family != NP_AF_INET6)
-        return 0;
+    u16 num = 0, dport = 0;
     if (!np_proto_ok(proto))
         return 0;
 #ifdef NP_FILTER_PORT
@@ -131,12 +128,7 @@ static __always_inline int np_flow_match_sock(void *sk, u8 proto)
 
 #else /* no filter: everything matches, and nothing is read to decide it */
 static __always_inline int np_flow_match_skb(void *skb, int l3_at) { return 1; }
-static __always_inline int np_flow_match_sock(void *sk, u8 proto)
-{
-    u16 family = 0;
-    NP_READ(family, sk, SK_FAMILY);
-    return family == NP_AF_INET || family == NP_AF_INET6;
-}
+static __always_inline int np_flow_match_sock(void *sk, u8 proto, u16 family) { return 1; }
 #endif
 
 #endif

@@ -1,13 +1,31 @@
 /* L4 transmit: tcp_sendmsg / udp_sendmsg. These run before a route or device is chosen, so
  * they are counted per (netns, protocol) and count sendmsg calls, not sk_buffs. */
 
+/* skc_family and skc_net with one read where they sit close */
+static __always_inline void np_sk_family_net(void *sk, u16 *family, void **net)
+{
+#if defined(OFF_SK_NET) && OFF_SK_NET > OFF_SK_FAMILY && OFF_SK_NET + 8 - OFF_SK_FAMILY <= 128 && \
+    OFF_SK_FAMILY % 8 == 0
+    u64 buf[(OFF_SK_NET + 8 - OFF_SK_FAMILY + 7) / 8];
+    bpf_probe_read_kernel(buf, OFF_SK_NET + 8 - OFF_SK_FAMILY, (char *)sk + OFF_SK_FAMILY);
+    *family = *(u16 *)buf;
+    *net = *(void **)((char *)buf + OFF_SK_NET - OFF_SK_FAMILY);
+#else
+    bpf_probe_read_kernel(family, sizeof(*family), (char *)sk + OFF_SK_FAMILY);
+    bpf_probe_read_kernel(net, sizeof(*net), (char *)sk + OFF_SK_NET);
+#endif
+}
+
 static __always_inline int np_count_send(void *sk, s64 len, u8 proto, u32 stage)
 {
     void *net = NULL;
     u32 netns = 0;
-    if (len < 0 || !np_flow_match_sock(sk, proto))
+    u16 family = 0;
+    if (len < 0)
         return 0;
-    NP_READ(net, sk, SK_NET);
+    np_sk_family_net(sk, &family, &net);
+    if ((family != NP_AF_INET && family != NP_AF_INET6) || !np_flow_match_sock(sk, proto, family))
+        return 0;
     NP_READ(netns, net, NET_INUM);
     np_add(netns, 0, stage, (u32)len);
     return 0;

@@ -7,6 +7,7 @@
 #endif
 
 struct np_netdev {
+    u64 addr; /* the net_device itself: the probes' per-CPU slots are keyed by it */
     u64 xmit; /* ndo_start_xmit address; named from /proc/kallsyms by user space */
     u32 netns;
     u32 ifindex;
@@ -39,6 +40,7 @@ int netdev_walk(struct bpf_raw_tracepoint_args *ctx)
         if (!d)
             break;
         void *ops = NULL, *parent = NULL, *link_ops = NULL, *drv = NULL, *str = NULL;
+        d->addr = (u64)dev;
         d->netns = netns;
         NP_READ(d->ifindex, dev, DEV_IFINDEX);
         NP_READ(d->flags, dev, DEV_FLAGS);

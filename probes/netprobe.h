@@ -69,16 +69,72 @@ static __always_inline void np_add(u32 netns, u32 ifindex, u32 stage, u32 len)
     val->bytes += len;
 }
 
+#ifndef NP_SLOTS
+#define NP_SLOTS 128 /* a power of two */
+#endif
+
+/* The fast path. A hash lookup costs ~55 ns and each bpf_probe_read_kernel ~30 ns on a
+ * 2-vCPU VM (bench/), against ~20 ns for the hook itself; so each CPU keeps a small
+ * direct-mapped table indexed by the net_device's address, holding the device's identity
+ * (read once) and its counters. A hit costs two inlined array lookups. A device whose slot is
+ * taken by another live device on this CPU is counted in `counts` instead; user space adds
+ * both. */
+struct np_slot {
+    u64 dev;   /* address of the net_device owning the slot on this CPU; 0: free */
+    u64 epoch; /* the `epoch` at which the owner's identity was last read */
+    u32 netns;
+    u32 ifindex;
+    struct np_val v[NP_NSTAGES];
+};
+
+BPF_PERCPU_ARRAY(slots, struct np_slot, NP_SLOTS);
+/* [0]: bumped by user space when a device appears, vanishes or changes namespace */
+BPF_ARRAY(epoch, u64, 1);
+/* per slot index: the address of a vanished device, whose slots may be taken back */
+BPF_ARRAY(released, u64, NP_SLOTS);
+
+static __always_inline void np_dev_identity(void *dev, u32 *netns, u32 *ifindex)
+{
+    void *net = NULL;
+    bpf_probe_read_kernel(ifindex, sizeof(*ifindex), (char *)dev + OFF_DEV_IFINDEX);
+    NP_READ(net, dev, DEV_NET);
+    bpf_probe_read_kernel(netns, sizeof(*netns), (char *)net + OFF_NET_INUM);
+}
+
 static __always_inline void np_count_dev(void *dev, u32 stage, u32 len)
 {
-    u32 ifindex = 0, netns = 0;
-    void *net = NULL;
-    if (!dev)
+    u32 zero = 0, netns = 0, ifindex = 0;
+    if (!dev || stage >= NP_NSTAGES)
         return;
-    NP_READ(ifindex, dev, DEV_IFINDEX);
-    NP_READ(net, dev, DEV_NET);
-    NP_READ(netns, net, NET_INUM);
-    np_add(netns, ifindex, stage, len);
+    /* net_devices are page-aligned allocations: the bits above 12 tell them apart */
+    u32 idx = ((u64)dev >> 12) & (NP_SLOTS - 1);
+    struct np_slot *s = slots.lookup(&idx);
+    u64 *ep = epoch.lookup(&zero);
+    if (!s || !ep)
+        return;
+    if (s->dev != (u64)dev || s->epoch != *ep) {
+        if (s->dev != (u64)dev && s->dev != 0) {
+            u64 *rel = released.lookup(&idx);
+            if (!rel || *rel != s->dev) {
+                np_dev_identity(dev, &netns, &ifindex);
+                np_add(netns, ifindex, stage, len);
+                return;
+            }
+            s->dev = 0; /* its owner vanished: take the slot back */
+        }
+        np_dev_identity(dev, &netns, &ifindex);
+        if (s->dev != (u64)dev || s->netns != netns || s->ifindex != ifindex) {
+            /* a new owner, or this address is another device now (freed and reused, or
+             * moved to another namespace): the old identity is gone, and its counts too */
+            __builtin_memset(s->v, 0, sizeof(s->v));
+            s->dev = (u64)dev;
+            s->netns = netns;
+            s->ifindex = ifindex;
+        }
+        s->epoch = *ep;
+    }
+    s->v[stage].packets += 1;
+    s->v[stage].bytes += len;
 }
 
 static __always_inline void *np_skb_dev(void *skb)
@@ -86,6 +142,22 @@ static __always_inline void *np_skb_dev(void *skb)
     void *dev = NULL;
     NP_READ(dev, skb, SKB_DEV);
     return dev;
+}
+
+/* skb->dev and skb->len with one read where they sit close (one read costs the same ~30 ns
+ * for 8 bytes or 100) */
+static __always_inline void np_skb_dev_len(void *skb, void **dev, u32 *len)
+{
+#if defined(OFF_SKB_DEV) && OFF_SKB_LEN > OFF_SKB_DEV && OFF_SKB_LEN + 4 - OFF_SKB_DEV <= 256 && \
+    OFF_SKB_DEV % 8 == 0
+    u64 buf[(OFF_SKB_LEN + 4 - OFF_SKB_DEV + 7) / 8];
+    bpf_probe_read_kernel(buf, OFF_SKB_LEN + 4 - OFF_SKB_DEV, (char *)skb + OFF_SKB_DEV);
+    *dev = (void *)buf[0];
+    *len = *(u32 *)((char *)buf + OFF_SKB_LEN - OFF_SKB_DEV);
+#else
+    bpf_probe_read_kernel(dev, sizeof(*dev), (char *)skb + OFF_SKB_DEV);
+    bpf_probe_read_kernel(len, sizeof(*len), (char *)skb + OFF_SKB_LEN);
+#endif
 }
 
 /* Where an skb's network header starts depends on the stage: on receive, before
@@ -110,7 +182,19 @@ static __always_inline void *np_skb_l3(void *skb, int where)
 
 #include "flow_filter.h"
 
-/* Count an skb at a device stage. */
+/* Count an skb at a device stage: its own device (skb->dev) ... */
+static __always_inline int np_count_skb(void *skb, int l3_at, u32 stage)
+{
+    void *dev = NULL;
+    u32 len = 0;
+    if (!np_flow_match_skb(skb, l3_at))
+        return 0;
+    np_skb_dev_len(skb, &dev, &len);
+    np_count_dev(dev, stage, len);
+    return 0;
+}
+
+/* ... or a device the hook already knows (an argument, the route's, netfilter's state) */
 static __always_inline int np_count_skb_dev(void *skb, void *dev, int l3_at, u32 stage)
 {
     u32 len = 0;

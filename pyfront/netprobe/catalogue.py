@@ -130,4 +130,4 @@ PROTOCOL_STAGES = tuple(s for s in STAGES if not s.per_device)
 
 def stage_cflags() -> list[str]:
     """-DSTAGE_<name>=<id>: the C side's only knowledge of the catalogue."""
-    return [f"-DSTAGE_{s.name}={i}" for i, s in enumerate(STAGES)]
+    return [f"-DSTAGE_{s.name}={i}" for i, s in enumerate(STAGES)] + [f"-DNP_NSTAGES={len(STAGES)}"]

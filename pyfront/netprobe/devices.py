@@ -20,6 +20,7 @@ class Device:
     xmit: str          # "loopback_xmit", "start_xmit [virtio_net]", "" when unknown
     xmit_addr: int
     netns_name: str = ""
+    addr: int = 0      # the struct net_device's address (identity within one kernel run)
 
     @property
     def key(self) -> tuple[int, int]:
@@ -41,6 +42,7 @@ class WalkRecord:
     kind: str
     driver: str
     xmit: int
+    addr: int = 0
 
 
 def describe(rec: WalkRecord, symbolize: Callable[[int], object | None],
@@ -56,7 +58,7 @@ def describe(rec: WalkRecord, symbolize: Callable[[int], object | None],
     sym = symbolize(rec.xmit) if rec.xmit else None
     xmit = str(sym) if sym else (f"0x{rec.xmit:x}" if rec.xmit else "")
     return Device(rec.netns, rec.ifindex, rec.name, driver, rec.physical, xmit, rec.xmit,
-                  netns_name)
+                  netns_name, rec.addr)
 
 
 def xmit_functions(devices: Iterable[Device]) -> dict[str, list[Device]]:

@@ -71,6 +71,8 @@ class ProbeSession:
         self._nf_links: dict[int, list[int]] = {}   # netns inum -> link fds
         self._nf_failed: set[int] = set()
         self._walk_fd: int | None = None
+        self._identities: set[tuple[int, int, int]] = set()
+        self._released: set[int] = set()  # addresses of vanished devices
 
     # -- lifecycle -----------------------------------------------------------------------
     def __enter__(self) -> "ProbeSession":
@@ -199,7 +201,11 @@ class ProbeSession:
                         os.close(fd)
             gone = [k for k, d in self.devices.items()
                     if k not in devices or devices[k].name != d.name
-                    or devices[k].xmit_addr != d.xmit_addr]
+                    or devices[k].xmit_addr != d.xmit_addr or devices[k].addr != d.addr]
+            identities = {(d.addr, d.netns, d.ifindex) for d in devices.values()}
+            if identities != self._identities:
+                self._new_epoch([self.devices[k] for k in gone])
+                self._identities = identities
             self.devices = devices
             if gone:
                 self._forget(set(gone))
@@ -217,7 +223,8 @@ class ProbeSession:
         for i in range(n):
             r = table[ctypes.c_int(i)]
             rec = WalkRecord(r.netns, r.ifindex, r.flags, bool(r.physical), r.name.decode(errors="replace"),
-                             r.kind.decode(errors="replace"), r.driver.decode(errors="replace"), r.xmit)
+                             r.kind.decode(errors="replace"), r.driver.decode(errors="replace"), r.xmit,
+                             r.addr)
             out.append(describe(rec, self.kernel.symbolize, ns.name))
         return out
 
@@ -260,6 +267,20 @@ class ProbeSession:
                 continue
             st.choice.attaches.append(Attach(KPROBE, name, fn))
 
+    def _new_epoch(self, vanished: list[Device]) -> None:
+        """Tell the probes' per-CPU slots (probes/netprobe.h) that devices changed: each slot
+        re-reads its owner's identity once, and slots of vanished devices may be taken back."""
+        released = self._bpf["released"]
+        for d in vanished:
+            if d.addr:
+                released[ctypes.c_int(self._slot_index(d.addr))] = ctypes.c_uint64(d.addr)
+                self._released.add(d.addr)
+        ep = self._bpf["epoch"]
+        ep[ctypes.c_int(0)] = ctypes.c_uint64(ep[ctypes.c_int(0)].value + 1)
+
+    def _slot_index(self, addr: int) -> int:
+        return (addr >> 12) & (self._bpf["slots"].max_entries - 1)
+
     def _forget(self, keys: set[tuple[int, int]]) -> None:
         table = self._bpf["counts"]
         for k in list(table.keys()):
@@ -271,12 +292,38 @@ class ProbeSession:
 
     # -- reading -------------------------------------------------------------------------
     def read(self) -> Counts:
+        """Cumulative counts: the probes' per-CPU slots plus the `counts` hash that takes what
+        does not fit in a slot."""
         with self._lock:
             values: dict[CountKey, tuple[int, int]] = {}
+
+            def add(netns: int, ifindex: int, stage: int, pk: int, by: int) -> None:
+                key = (netns, ifindex, STAGES[stage].name)
+                p0, b0 = values.get(key, (0, 0))
+                values[key] = (p0 + pk, b0 + by)
+
             for k, per_cpu in self._bpf["counts"].items():
-                pk = sum(v.packets for v in per_cpu)
-                by = sum(v.bytes for v in per_cpu)
-                values[(k.netns, k.ifindex, STAGES[k.stage].name)] = (pk, by)
+                add(k.netns, k.ifindex, k.stage, sum(v.packets for v in per_cpu),
+                    sum(v.bytes for v in per_cpu))
+            owner = {(d.netns, d.ifindex): d.addr for d in self.devices.values()}
+            current = {d.addr: (d.netns, d.ifindex) for d in self.devices.values()}
+            for per_cpu in self._bpf["slots"].values():
+                for slot in per_cpu:
+                    if not slot.dev:
+                        continue
+                    ident = (slot.netns, slot.ifindex)
+                    # Counted only when the slot speaks for a device that exists: the one at
+                    # this address now (a slot not yet re-read after the address was reused
+                    # still holds the vanished device's numbers), or a device netprobe cannot
+                    # list (a namespace it cannot enter) that did not vanish.
+                    if slot.dev in current:
+                        if current[slot.dev] != ident:
+                            continue
+                    elif slot.dev in self._released or owner.get(ident, slot.dev) != slot.dev:
+                        continue
+                    for i in range(len(STAGES)):
+                        if slot.v[i].packets:
+                            add(slot.netns, slot.ifindex, i, slot.v[i].packets, slot.v[i].bytes)
             dropped = sum(self._bpf["dropped"][ctypes.c_int(0)])
             return Counts(time.monotonic(), values, dropped)
 
