@@ -45,9 +45,12 @@ if [ ${#missing[@]} -gt 0 ] || [ -z "$headers" ]; then
 fi
 
 if [ "$headers" = nearest ] && [ ! -e "/lib/modules/$kver/build/include" ]; then
-  build=$(ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | sort -V | tail -n 1)
-  common=$(ls -d /usr/src/linux-headers-*-common 2>/dev/null | sort -V | tail -n 1)
-  [ -n "$build" ] && [ -n "$common" ] || { echo "setup: no kernel headers could be installed" >&2; exit 1; }
+  build=$(find /usr/src -maxdepth 1 -name 'linux-headers-*-amd64' | sort -V | tail -n 1)
+  common=$(find /usr/src -maxdepth 1 -name 'linux-headers-*-common' | sort -V | tail -n 1)
+  if [ -z "$build" ] || [ -z "$common" ]; then
+    echo "setup: no kernel headers could be installed" >&2
+    exit 1
+  fi
   mkdir -p "/lib/modules/$kver"
   ln -sfn "$build" "/lib/modules/$kver/build"
   ln -sfn "$common" "/lib/modules/$kver/source"
@@ -56,8 +59,11 @@ if [ "$headers" = nearest ] && [ ! -e "/lib/modules/$kver/build/include" ]; then
 fi
 
 if ! mountpoint -q /sys/kernel/tracing 2>/dev/null; then
-  mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null && say "mounted tracefs at /sys/kernel/tracing" \
-    || say "NOTE: could not mount tracefs (kprobes need it on older kernels)"
+  if mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null; then
+    say "mounted tracefs at /sys/kernel/tracing"
+  else
+    say "NOTE: could not mount tracefs (kprobes need it on older kernels)"
+  fi
 fi
 
 if [ ! -x "$venv/bin/python" ]; then
