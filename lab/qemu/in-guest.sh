@@ -1,0 +1,20 @@
+#!/bin/bash
+# What `make lab-qemu` runs inside the guest (Debian's kernel, kprobes on, a real e1000):
+# the kernel-facing tests, then `netprobe prove` on the kprobe path, with the NIC case across
+# the e1000 to QEMU's own TCP echo peer (10.0.2.100:7, TCP only).
+set -u
+status=0
+step() {
+  echo
+  echo "=== $*"
+  local t0=$SECONDS
+  "$@" || status=1
+  echo "=== $(( SECONDS - t0 )) s: $1 ${2:-}"
+}
+export CI=${CI:-true}
+step python3 -m pytest -q -p no:cacheprovider tests/integration/test_kernel_counts.py \
+  tests/integration/test_watch_cli.py tests/integration/test_doctor.py tests/integration/test_prove.py \
+  tests/integration/test_kprobe_path.py
+step python3 -m netprobe prove
+step python3 -m netprobe prove --peer 10.0.2.100 --peer-port 7 --peer-proto tcp
+exit $status
