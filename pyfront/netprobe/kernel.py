@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 from functools import cached_property
 from pathlib import Path
 
@@ -27,6 +28,19 @@ def tracefs() -> Path | None:
         if (p / "events").is_dir():
             return p
     return None
+
+
+def ensure_tracefs() -> Path | None:
+    """Mount tracefs if it is not: BCC detaches kprobes through it, and `ip netns exec` (a new
+    mount namespace with its own /sys) hides the host's mount. Within such a namespace the
+    mount is private to it."""
+    tf = tracefs()
+    if tf is not None:
+        return tf
+    target = TRACEFS_CANDIDATES[0]
+    if target.is_dir():
+        subprocess.run(["mount", "-t", "tracefs", "tracefs", str(target)], capture_output=True)
+    return tracefs()
 
 
 class Kernel:

@@ -44,8 +44,11 @@ class Choice:
         """'raw_tracepoint net:net_dev_queue' / 'kprobe ip_output, ip6_output'"""
         if not self.candidate:
             return "unavailable (" + "; ".join(self.passed_over) + ")"
-        targets = ", ".join(dict.fromkeys(a.target for a in self.attaches))
-        return f"{self.candidate.mechanism} {targets}"
+        targets = [a.target for a in self.attaches if a.target != NDO_START_XMIT]
+        text = ", ".join(dict.fromkeys(targets))
+        if len(targets) < len(self.attaches):  # kprobes that follow each device's xmit function
+            text = "on each device's ndo_start_xmit" + (f": {text}" if text else "")
+        return f"{self.candidate.mechanism} {text}"
 
 
 def _resolve(hook: Hook, mechanism: str, facts: KernelFacts) -> tuple[str | None, str]:

@@ -6,6 +6,7 @@ link it made. If the process dies harder, the kernel drops them with its file de
 """
 from __future__ import annotations
 
+import atexit
 import ctypes
 import os
 import threading
@@ -18,7 +19,7 @@ from .catalogue import KPROBE, NDO_START_XMIT, NETFILTER, RAW_TRACEPOINT, STAGES
 from .devices import Device, WalkRecord, describe, xmit_functions
 from .errors import NetprobeError
 from .flowfilter import FlowFilter
-from .kernel import Kernel
+from .kernel import Kernel, ensure_tracefs
 from .plan import Attach, Choice, choose
 from .program import Program, build
 
@@ -112,6 +113,8 @@ class ProbeSession:
             raise NetprobeError(f"loading BPF programs: {str(e).strip()} "
                                 "(is BPF disabled, e.g. kernel.unprivileged_bpf_disabled or "
                                 "a lockdown?)") from None
+        if KPROBE in self.kernel.mechanisms:
+            ensure_tracefs()
         for stage in self.stages:
             self.status[stage.name] = self._attach_stage(stage)
         self.refresh()
@@ -128,8 +131,14 @@ class ProbeSession:
                     os.close(fd)
             self._nf_links.clear()
             if self._bpf is not None:
-                self._bpf.cleanup()
-                self._bpf = None
+                bpf, self._bpf = self._bpf, None
+                # BCC also registers cleanup() with atexit, where a failure would print a
+                # traceback after netprobe has already said what it had to
+                atexit.unregister(bpf.cleanup)
+                try:
+                    bpf.cleanup()
+                except Exception as e:  # a probe the kernel already dropped
+                    self.warnings.append(f"detaching: {e}")
 
     # -- attaching -----------------------------------------------------------------------
     def _attach_stage(self, stage: Stage) -> StageStatus:
