@@ -69,9 +69,17 @@ static __always_inline void np_add(u32 netns, u32 ifindex, u32 stage, u32 len)
     val->bytes += len;
 }
 
-#ifndef NP_SLOTS
-#define NP_SLOTS 128 /* a power of two */
+#ifndef NP_SLOT_BITS
+#define NP_SLOT_BITS 7
 #endif
+#define NP_SLOTS (1 << NP_SLOT_BITS)
+
+/* Fibonacci hashing of a kernel object's address: slab objects are aligned to their size, so
+ * their low bits say nothing */
+static __always_inline u32 np_slot_of(u64 addr)
+{
+    return (u32)(((addr >> 6) * 0x9E3779B97F4A7C15ULL) >> (64 - NP_SLOT_BITS));
+}
 
 /* The fast path. A hash lookup costs ~55 ns and each bpf_probe_read_kernel ~30 ns on a
  * 2-vCPU VM (bench/), against ~20 ns for the hook itself; so each CPU keeps a small
@@ -90,8 +98,8 @@ struct np_slot {
 BPF_PERCPU_ARRAY(slots, struct np_slot, NP_SLOTS);
 /* [0]: bumped by user space when a device appears, vanishes or changes namespace */
 BPF_ARRAY(epoch, u64, 1);
-/* per slot index: the address of a vanished device, whose slots may be taken back */
-BPF_ARRAY(released, u64, NP_SLOTS);
+/* addresses of vanished devices, whose slots may be taken back (looked up only on a collision) */
+BPF_HASH(released, u64, u8, 1024);
 
 static __always_inline void np_dev_identity(void *dev, u32 *netns, u32 *ifindex)
 {
@@ -106,16 +114,15 @@ static __always_inline void np_count_dev(void *dev, u32 stage, u32 len)
     u32 zero = 0, netns = 0, ifindex = 0;
     if (!dev || stage >= NP_NSTAGES)
         return;
-    /* net_devices are page-aligned allocations: the bits above 12 tell them apart */
-    u32 idx = ((u64)dev >> 12) & (NP_SLOTS - 1);
+    u32 idx = np_slot_of((u64)dev);
     struct np_slot *s = slots.lookup(&idx);
     u64 *ep = epoch.lookup(&zero);
     if (!s || !ep)
         return;
     if (s->dev != (u64)dev || s->epoch != *ep) {
         if (s->dev != (u64)dev && s->dev != 0) {
-            u64 *rel = released.lookup(&idx);
-            if (!rel || *rel != s->dev) {
+            u64 owner = s->dev;
+            if (!released.lookup(&owner)) {
                 np_dev_identity(dev, &netns, &ifindex);
                 np_add(netns, ifindex, stage, len);
                 return;

@@ -287,13 +287,13 @@ class ProbeSession:
         released = self._bpf["released"]
         for d in vanished:
             if d.addr:
-                released[ctypes.c_int(self._slot_index(d.addr))] = ctypes.c_uint64(d.addr)
+                try:
+                    released[ctypes.c_uint64(d.addr)] = ctypes.c_uint8(1)
+                except Exception:  # full: that slot just stays taken (counts still go to the hash)
+                    pass
                 self._released.add(d.addr)
         ep = self._bpf["epoch"]
         ep[ctypes.c_int(0)] = ctypes.c_uint64(ep[ctypes.c_int(0)].value + 1)
-
-    def _slot_index(self, addr: int) -> int:
-        return (addr >> 12) & (self._bpf["slots"].max_entries - 1)
 
     def _forget(self, keys: set[tuple[int, int]]) -> None:
         table = self._bpf["counts"]
@@ -338,6 +338,12 @@ class ProbeSession:
                     for i in range(len(STAGES)):
                         if slot.v[i].packets:
                             add(slot.netns, slot.ifindex, i, slot.v[i].packets, slot.v[i].bytes)
+            for per_cpu in self._bpf["net_slots"].values():
+                for slot in per_cpu:
+                    if slot.net and slot.netns in self.namespaces:
+                        for i in range(len(STAGES)):
+                            if slot.v[i].packets:
+                                add(slot.netns, 0, i, slot.v[i].packets, slot.v[i].bytes)
             dropped = sum(self._bpf["dropped"][ctypes.c_int(0)])
             return Counts(time.monotonic(), values, dropped)
 
