@@ -304,7 +304,8 @@ def main():
         for row in report["rows"]:
             w.writerow([row[k] for k in ("env", "workload", "config", "median", "min", "max", "ratio")])
     print(f"\nwritten: {out / 'latest.json'}, {out / 'latest.csv'}")
-    return 0 if all(t["met"] for t in report["targets"] if t["met"] is not None) else 1
+    # a missed target is a finding, reported above; the run itself succeeded
+    return 0
 
 
 def make_report(results, extra, args):
