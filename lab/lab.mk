@@ -1,22 +1,32 @@
-# The labs: a QEMU guest for the kprobe path (offline, used by CI) and a two-VM Vagrant lab.
-LAB_QEMU_RUN := lab/qemu/run.sh
-PEER_ADDR := 192.168.56.11
+# The labs (included by the top Makefile, which defines SUDO):
+#   make lab-qemu-image   build (once) the QEMU guest: Debian's 6.1 kernel with kprobes, BCC
+#   make lab-qemu-smoke   kprobes on e1000_xmit_frame and loopback_xmit count real traffic
+#   make lab-qemu         the kernel tests and `netprobe prove` inside that guest (CI runs it)
+#   make lab              the two-VM Vagrant lab: vagrant up, then netprobe prove --peer
+#   make lab-validate     vagrant validate + shellcheck; needs no box and no provider
+# Others run commands in the guest with: $(LAB_QEMU_RUN) [--timeout SECS] -- CMD...
+LAB_QEMU_RUN = lab/qemu/run.sh
+# e.g. make lab LAB_PROVIDER=libvirt; empty lets Vagrant pick its default provider
+LAB_PROVIDER ?=
+LAB_SHELL_SCRIPTS = $(shell find lab -name '*.sh' | sort) scripts/*.sh .ci/run
+include lab/vagrant/addresses.mk
 
-.PHONY: lab-qemu lab-qemu-image lab lab-validate
+.PHONY: lab-qemu-image lab-qemu-smoke lab-qemu lab lab-validate
 
 lab-qemu-image:
 	$(SUDO) lab/qemu/build-image.sh
 
-# the project's kernel tests and `netprobe prove` inside Debian's 6.1 kernel (kprobes, e1000)
+lab-qemu-smoke:
+	$(SUDO) $(LAB_QEMU_RUN) --timeout 600 -- python3 lab/qemu/smoke.py
+
 lab-qemu:
 	$(SUDO) $(LAB_QEMU_RUN) --timeout 2400 -- bash lab/qemu/in-guest.sh
 
 lab:
-	vagrant up
-	vagrant ssh prober -c 'sudo netprobe prove --peer $(PEER_ADDR)'
+	vagrant up $(if $(LAB_PROVIDER),--provider=$(LAB_PROVIDER))
+	vagrant ssh prober -c 'sudo netprobe prove --peer $(LAB_PEER_ADDR)'
 
 lab-validate:
-	@command -v vagrant >/dev/null || $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends vagrant >/dev/null
-	@command -v shellcheck >/dev/null || $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends shellcheck >/dev/null
+	$(SUDO) lab/apt-need.sh vagrant shellcheck
 	vagrant validate --ignore-provider
-	shellcheck lab/qemu/*.sh lab/vagrant/*.sh scripts/*.sh .ci/run
+	shellcheck $(LAB_SHELL_SCRIPTS)

@@ -1,142 +1,179 @@
 #!/usr/bin/env bash
-# Builds (once, then cached) a Debian guest whose kernel has kprobes, for the kprobe-path tests:
-# Debian's own kernel image + matching headers, BCC and netprobe's Python dependencies, from
-# Debian packages only. Prints the image directory.
+# Builds, once, the QEMU lab guest: Debian's own kernel (kprobes on, an e1000 driver), matching
+# headers, BCC and netprobe's Python dependencies, all from Debian packages. Later calls find it
+# in the cache and only print its directory.
+#   lab/qemu/build-image.sh [CACHE_DIR]     (default $LAB_QEMU_CACHE or <repo>/.cache/lab-qemu)
+# The image directory holds vmlinux (ELF, PVH boot), initrd.img (busybox), rootfs.ext4, kver.
 set -euo pipefail
 
-top=$(cd "$(dirname "$0")/../.." && pwd)
-cache=${1:-$top/.cache/lab-qemu}
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$here/../.." && pwd)
+cache=${1:-${LAB_QEMU_CACHE:-$top/.cache/lab-qemu}}
 
-# The guest kernel is whatever Debian's linux-image-amd64 metapackage points at, so the
-# image, its modules and its headers always match.
-kver=$(apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/.*Depends: linux-image-\(.*\)$/\1/p' | head -n 1)
-[ -n "$kver" ] || { echo "lab-qemu: cannot tell which kernel linux-image-amd64 ships (apt-get update?)" >&2; exit 1; }
+# Bump when this script changes what it builds (the initrd's init, the layout), so cached
+# images made by the older recipe are rebuilt.
+recipe=2
+packages=(python3 python3-bpfcc bpfcc-tools bpftool iproute2 iputils-ping kmod procps mount
+          python3-click python3-rich python3-prometheus-client python3-pytest python3-pyroute2
+          tcpdump netbase)
+host_packages=(qemu-system-x86 qemu-utils mmdebstrap e2fsprogs cpio busybox-static)
+# Drivers a headless guest with two emulated NICs never loads; they are half the module tree.
+unneeded_modules=(drivers/gpu drivers/media drivers/net/wireless drivers/infiniband
+                  drivers/staging drivers/bluetooth drivers/iio drivers/isdn sound net/bluetooth)
 
-packages="linux-image-$kver,linux-headers-$kver,python3,python3-bpfcc,bpfcc-tools,bpftool,iproute2,iputils-ping,kmod,procps,mount,python3-click,python3-rich,python3-prometheus-client,python3-pytest,tcpdump"
-key=$(printf '%s\n%s\n%s\n' "$kver" "$packages" "$(sha256sum "$0" "$(dirname "$0")/guest-init.sh" | cut -c1-64)" | sha256sum | cut -c1-16)
-dir=$cache/$key
-if [ -f "$dir/done" ]; then
-  echo "$dir"
+say() { printf 'lab-qemu: %s\n' "$*" >&2; }
+die() { say "$*"; exit 1; }
+
+# The kernel is whatever Debian's linux-image-amd64 points at now, so image, modules and headers
+# always come from one build.
+kernel_version() {
+  apt-cache depends linux-image-amd64 2>/dev/null \
+    | sed -n 's/^ *Depends: linux-image-\([0-9].*\)$/\1/p' | head -n 1
+}
+kver=$(kernel_version)
+if [ -z "$kver" ] && [ "$(id -u)" -eq 0 ]; then
+  say "apt-get update (no package lists yet)"
+  apt-get update -qq
+  kver=$(kernel_version)
+fi
+[ -n "$kver" ] || die "cannot tell which kernel linux-image-amd64 depends on (run apt-get update)"
+packages=("linux-image-$kver" "linux-headers-$kver" "${packages[@]}")
+
+key=$(printf '%s\n' "recipe=$recipe" "$kver" "${packages[@]}" | sha256sum | cut -c1-12)
+name=debian-$kver-$key
+image=$cache/$name
+if [ -f "$image/done" ]; then
+  echo "$image"
   exit 0
 fi
 
-need=()
-for tool in qemu-system-x86_64:qemu-system-x86 mmdebstrap:mmdebstrap mkfs.ext4:e2fsprogs cpio:cpio; do
-  command -v "${tool%%:*}" >/dev/null || need+=("${tool#*:}")
-done
-[ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx switch_root || need+=(busybox-static)
-if [ ${#need[@]} -gt 0 ]; then
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+[ "$(id -u)" -eq 0 ] || die "building the image needs root (mmdebstrap --mode=root, chroot): sudo $0"
+mkdir -p "$cache"
+# Two runs starting at once must not build into the same directory.
+exec 9>"$cache/.build.lock"
+flock 9
+if [ -f "$image/done" ]; then
+  echo "$image"
+  exit 0
 fi
 
+"$top/lab/apt-need.sh" "${host_packages[@]}"
+
 start=$(date +%s)
-rm -rf "$dir"
-mkdir -p "$dir"
-root=$dir/root
-# Leave out what a headless test guest never reads; it halves the image.
-cat > "$dir/excludes" <<'EOT'
-path-exclude=/usr/share/doc/*
-path-exclude=/usr/share/man/*
-path-exclude=/usr/share/locale/*
-path-exclude=/usr/share/info/*
-path-exclude=/usr/lib/modules/*/kernel/drivers/gpu/*
-path-exclude=/usr/lib/modules/*/kernel/drivers/media/*
-path-exclude=/usr/lib/modules/*/kernel/drivers/net/wireless/*
-path-exclude=/usr/lib/modules/*/kernel/drivers/infiniband/*
-path-exclude=/usr/lib/modules/*/kernel/drivers/staging/*
-path-exclude=/usr/lib/modules/*/kernel/sound/*
-path-exclude=/lib/modules/*/kernel/drivers/gpu/*
-path-exclude=/lib/modules/*/kernel/drivers/media/*
-path-exclude=/lib/modules/*/kernel/drivers/net/wireless/*
-path-exclude=/lib/modules/*/kernel/drivers/infiniband/*
-path-exclude=/lib/modules/*/kernel/drivers/staging/*
-path-exclude=/lib/modules/*/kernel/sound/*
-EOT
-# The host's own apt sources go in on stdin, so no mirror is written into any file here.
+say "building the guest image for $kver into $image (about 3 minutes)"
+work=$cache/.build-$name
+rm -rf "$work"
+mkdir -p "$work"
+root=$work/root
+
+dpkg_opts=(--dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*'
+           --dpkgopt='path-exclude=/usr/share/info/*' --dpkgopt='path-exclude=/usr/share/locale/*')
+for m in "${unneeded_modules[@]}"; do
+  # bookworm's kernel packages still ship /lib/modules; dpkg matches the packaged path
+  dpkg_opts+=(--dpkgopt="path-exclude=/lib/modules/*/kernel/$m/*"
+              --dpkgopt="path-exclude=/usr/lib/modules/*/kernel/$m/*")
+done
+# The host's own apt sources (mirror and snapshot pinning included), so nothing in this
+# repository names a mirror.
 sources=()
 for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
-  [ -f "$f" ] && sources+=("$f")
+  if [ -s "$f" ] && grep -q '^[^#]' "$f"; then sources+=("$f"); fi
 done
-cat "${sources[@]}" | \
-  mmdebstrap --quiet --mode=root --variant=essential \
-    --aptopt='Apt::Install-Recommends "false"' \
-    --dpkgopt="$dir/excludes" \
-    --include="$packages" \
-    bookworm "$root" - >"$dir/mmdebstrap.log" 2>&1 \
-  || { tail -n 20 "$dir/mmdebstrap.log" >&2; exit 1; }
+[ ${#sources[@]} -gt 0 ] || die "no apt sources on this host to build the guest from"
 
-install -m 0755 "$(dirname "$0")/guest-init.sh" "$root/sbin/netprobe-lab-init"
-mkdir -p "$root/lab" "$root/results"
+t=$(date +%s)
+if ! mmdebstrap --mode=root --variant=essential --quiet \
+      --aptopt='Apt::Install-Recommends "false"' "${dpkg_opts[@]}" \
+      --include="$(IFS=,; echo "${packages[*]}")" \
+      bookworm "$root" "${sources[@]}" >"$work/mmdebstrap.log" 2>&1; then
+  tail -n 30 "$work/mmdebstrap.log" >&2
+  die "mmdebstrap failed (log: $work/mmdebstrap.log)"
+fi
+say "mmdebstrap: $(( $(date +%s) - t )) s"
 
-# PVH boot of the uncompressed ELF skips the decompressor and the stock initramfs (5-9 s
-# instead of 17-20 s to init under emulation).
-python3 - "$root/boot/vmlinuz-$kver" "$dir/vmlinux" <<'EOT'
-import lzma, sys
+# Mount points the initrd and the guest init use: the run's control share, the repository
+# share, and the results share.
+mkdir -p "$root/labctl" "$root/lab" "$root/results" "$root/labro"
+# No resolver and no default route in the guest: it has nothing to look up and nowhere to go.
+rm -f "$root/etc/resolv.conf"
+printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' > "$root/etc/hosts"
+echo netprobe-lab > "$root/etc/hostname"
+
+# QEMU boots the uncompressed ELF through its PVH entry point: no decompressor, no firmware
+# kernel loader, and the stock initramfs is not needed (5-9 s to init instead of 17-20 s).
+python3 - "$root/boot/vmlinuz-$kver" "$work/vmlinux" <<'EOT'
+import lzma
+import sys
+
 data = open(sys.argv[1], "rb").read()
 at = data.find(b"\xfd7zXZ\x00")
 if at < 0:
-    sys.exit("no XZ payload in the kernel image")
-out = lzma.LZMADecompressor().decompress(data[at:])
-open(sys.argv[2], "wb").write(out)
+    sys.exit("lab-qemu: no XZ payload in " + sys.argv[1])
+elf = lzma.LZMADecompressor().decompress(data[at:])
+if elf[:4] != b"\x7fELF":
+    sys.exit("lab-qemu: the XZ payload of " + sys.argv[1] + " is not an ELF kernel")
+open(sys.argv[2], "wb").write(elf)
 EOT
 
-# A busybox initrd that loads just what mounting the root disk and the 9p share needs.
-ird=$dir/initrd
-mkdir -p "$ird/bin" "$ird/lib/modules" "$ird/dev" "$ird/proc" "$ird/sys" "$ird/newroot"
+# The initrd: static busybox plus the modules that reach the root disk and the 9p shares,
+# each after its dependencies, in the order the guest's own modprobe gives.
+ird=$work/initrd
+mkdir -p "$ird/bin" "$ird/dev" "$ird/proc" "$ird/sys" "$ird/newroot" "$ird/lib/modules"
 cp /bin/busybox "$ird/bin/busybox"
-moddir=$root/lib/modules/$kver
-# modules.dep lists each module's dependencies after it; load them first (the host may have
-# no kmod, so the file is read directly)
-python3 - "$moddir/modules.dep" virtio_pci virtio_blk ext4 crc32c_generic > "$dir/initrd-modules" <<'EOT'
-import sys
-deps = {}
-for line in open(sys.argv[1]):
-    mod, _, rest = line.partition(":")
-    deps[mod.rsplit("/", 1)[-1].split(".ko")[0]] = (mod, rest.split())
-order = []
-def add(path):
-    if path not in order:
-        order.append(path)
-for name in sys.argv[2:]:
-    if name not in deps:
-        continue  # built into the kernel
-    mod, needs = deps[name]
-    for d in reversed(needs):
-        add(d)
-    add(mod)
-print("\n".join(order))
-EOT
+for m in virtio_pci virtio_blk crc32c ext4 9pnet_virtio 9p; do
+  chroot "$root" modprobe --set-version "$kver" --show-depends "$m"
+done | awk '$1 == "insmod" && !seen[$2]++ { print $2 }' > "$work/initrd-modules"
 while read -r ko; do
-  cp "$moddir/$ko" "$ird/lib/modules/"
+  cp "$root$ko" "$ird/lib/modules/"
   basename "$ko" >> "$ird/lib/modules/order"
-done < "$dir/initrd-modules"
+done < "$work/initrd-modules"
 cat > "$ird/init" <<'EOT'
 #!/bin/busybox sh
-/bin/busybox mount -t proc proc /proc
-/bin/busybox mount -t sysfs sys /sys
-/bin/busybox mount -t devtmpfs dev /dev
-cd /lib/modules
-for ko in $(/bin/busybox cat order); do
-  case "$ko" in
-    *.xz) /bin/busybox xz -dc "$ko" > /tmp.ko 2>/dev/null || /bin/busybox unxz -c "$ko" > /tmp.ko; /bin/busybox insmod /tmp.ko ;;
-    *) /bin/busybox insmod "$ko" ;;
-  esac
+# initrd PID 1: load the disk and 9p modules, mount the root disk and the run's control share,
+# hand over to the run's own init (it comes with each run, so changing it needs no rebuild).
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+stop() { echo "lab-qemu initrd: $*"; echo o > /proc/sysrq-trigger; sleep 60; }
+for ko in $(cat /lib/modules/order); do
+  insmod "/lib/modules/$ko" || echo "lab-qemu initrd: insmod $ko failed"
 done
-cd /
-for i in 1 2 3 4 5 6 7 8 9 10; do [ -b /dev/vda ] && break; /bin/busybox sleep 0.2; done
-/bin/busybox mount -t ext4 -o rw /dev/vda /newroot || { echo "lab-init: no root disk"; /bin/busybox poweroff -f; }
-exec /bin/busybox switch_root /newroot /sbin/netprobe-lab-init
+for _ in $(seq 50); do [ -b /dev/vda ] && break; sleep 0.1; done
+mount -t ext4 /dev/vda /newroot || stop "cannot mount the root disk /dev/vda"
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 labctl /newroot/labctl \
+  || stop "cannot mount the run's control share (9p tag labctl)"
+[ -f /newroot/labctl/init ] || stop "the control share has no init"
+umount /proc /sys
+mount -o move /dev /newroot/dev
+exec switch_root /newroot /bin/bash /labctl/init
 EOT
-chmod +x "$ird/init"
-(cd "$ird" && find . | cpio -o -H newc --quiet) > "$dir/initrd.img"
+chmod 0755 "$ird/init"
+(cd "$ird" && find . | cpio -o -H newc --quiet) > "$work/initrd.img"
 rm -rf "$ird"
 
-rm -rf "$root/boot/initrd.img"* "$root/var/cache/apt/archives"/*.deb
-mkfs.ext4 -q -F -L labroot -d "$root" "$dir/rootfs.ext4" 3G >/dev/null
+# Nothing in the guest reads these; the stock initramfs alone is ~60 MB.
+rm -f "$root/boot/initrd.img-$kver" "$root/boot/vmlinuz-$kver"
+rm -rf "$root/var/cache/apt/archives/"*.deb "$root/var/lib/apt/lists/"*
+# The disk is sparse and every run writes to a throw-away overlay (snapshot=on), so generous
+# free space costs nothing.
+used=$(du -sm "$root" | cut -f1)
+t=$(date +%s)
+mkfs.ext4 -q -F -L netprobe-lab -d "$root" "$work/rootfs.ext4" "$(( used + 1024 ))M" >/dev/null
+say "mkfs.ext4 -d: $(( $(date +%s) - t )) s for $used MB"
 rm -rf "$root"
-echo "$kver" > "$dir/kver"
-touch "$dir/done"
-# older images (another kernel, package list or init) are not needed again
-find "$cache" -mindepth 1 -maxdepth 1 -type d ! -name "$key" -exec rm -rf {} +
-echo "lab-qemu: built image for $kver in $(( $(date +%s) - start )) s" >&2
-echo "$dir"
+echo "$kver" > "$work/kver"
+printf '%s\n' "${packages[@]}" > "$work/packages"
+touch "$work/done"
+
+rm -rf "$image"
+mv "$work" "$image"
+# Older images (another kernel, package list or recipe) are pruned unless a run holds them.
+for old in "$cache"/*/; do
+  old=${old%/}
+  if [ "$old" = "$image" ] || [ ! -d "$old" ]; then continue; fi
+  if flock -n -x "$old/done" true 2>/dev/null; then rm -rf "$old"; fi
+done
+say "built the image for $kver in $(( $(date +%s) - start )) s ($(du -sh "$image" | cut -f1) on disk)"
+echo "$image"
