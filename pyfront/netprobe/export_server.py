@@ -1,0 +1,243 @@
+"""`netprobe export`: attach, then serve /metrics. The kernel is read only when Prometheus
+asks: each scrape refreshes the device list (dropping the rows of vanished devices) and reads
+the counts map; nothing is polled in the background, cached or reset.
+
+Run sequence: check the TLS files → bind the listen address → attach the probes → serve →
+on Ctrl-C or SIGTERM stop serving, then detach everything.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import socket
+import socketserver
+import ssl
+import sys
+import threading
+import time
+from pathlib import Path
+from socketserver import ThreadingMixIn
+from typing import Callable, Sequence
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+
+from prometheus_client import CollectorRegistry, ProcessCollector, make_wsgi_app
+
+from . import __version__
+from .errors import NetprobeError
+from .exporter import (READ_OPERATIONS, BuildInfo, Scrape, families, format_address,
+                       landing_page, stable_netns_names, stage_states)
+from .flowfilter import FlowFilter
+from .kernel import require_root
+from .report import DeviceSelector
+
+# A scraper that stops talking (or never finishes a TLS handshake) gives up its thread after this.
+CONNECTION_TIMEOUT_S = 30
+
+
+class SessionCollector:
+    """A prometheus_client collector over a ProbeSession. Scrapes may overlap (one thread per
+    request); they take turns, so each sees one consistent refresh + read."""
+
+    def __init__(self, session, build: BuildInfo, selector: DeviceSelector = DeviceSelector(),
+                 warn: Callable[[str], None] = lambda msg: None):
+        self.session = session
+        self.build = build
+        self.selector = selector
+        self._warn = warn
+        self._lock = threading.Lock()
+        self._netns_names: dict[int, str] = {}
+        self._errors = {op: 0 for op in READ_OPERATIONS}
+
+    def stages(self):
+        mechanisms = {name: st.choice.mechanism for name, st in self.session.status.items()}
+        return stage_states(self.session.stages, mechanisms)
+
+    def scrape(self) -> Scrape:
+        with self._lock:
+            start = time.monotonic()
+            # BCC raises bare Exception; a failed scrape is counted and reported, never fatal
+            try:
+                self.session.refresh()
+            except Exception as e:
+                self._errors["refresh"] += 1
+                self._warn(f"refreshing devices: {_one_line(e)}")
+            counts = None
+            try:
+                counts = self.session.read()
+            except Exception as e:
+                self._errors["read"] += 1
+                self._warn(f"reading the counts map: {_one_line(e)}")
+            self._netns_names = stable_netns_names(
+                self._netns_names, {ns.inum: ns.name for ns in self.session.namespaces.values()})
+            return Scrape(counts, dict(self.session.devices), dict(self._netns_names),
+                          self.stages(), dict(self._errors), time.monotonic() - start)
+
+    def collect(self):
+        return families(self.scrape(), self.build, self.selector)
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[-1] if text else type(e).__name__
+
+
+def build_info(flow: FlowFilter) -> BuildInfo:
+    try:
+        import bcc
+        bcc_version = getattr(bcc, "__version__", "unknown")
+    except ImportError:
+        bcc_version = "none"
+    return BuildInfo(__version__, platform.python_version(), bcc_version, platform.release(),
+                     flow.describe())
+
+
+# -- HTTP ------------------------------------------------------------------------------------
+class _Handler(WSGIRequestHandler):
+    timeout = CONNECTION_TIMEOUT_S
+
+    def log_message(self, format, *args):  # no access log: Prometheus scrapes every few seconds
+        pass
+
+
+class MetricsServer(ThreadingMixIn, WSGIServer):
+    """wsgiref's server, one thread per request, with per-connection TLS (the handshake runs
+    in the request's thread, so a slow client cannot hold up accept()) and without
+    HTTPServer's getfqdn(), which may send a DNS query about the listen address."""
+    daemon_threads = True
+
+    def __init__(self, host: str, port: int, tls: ssl.SSLContext | None = None):
+        self.tls = tls
+        family, sockaddr = _resolve(host, port)
+        self.address_family = family
+        self._dual_stack = family == socket.AF_INET6 and host == ""
+        try:
+            super().__init__(sockaddr, _Handler)
+        except OSError as e:
+            raise NetprobeError(f"listening on {format_address(host, port)}: "
+                                f"{e.strerror or e}") from None
+        self.set_app(_not_ready)
+
+    def server_bind(self):
+        if self._dual_stack:
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+        self.setup_environ()
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        shown = {"::": "::1", "0.0.0.0": "127.0.0.1"}.get(host, host)  # where a local client goes
+        return f"{'https' if self.tls else 'http'}://{format_address(shown, port)}"
+
+    def finish_request(self, request, client_address):
+        if self.tls is None:
+            return super().finish_request(request, client_address)
+        request.settimeout(CONNECTION_TIMEOUT_S)
+        try:
+            conn = self.tls.wrap_socket(request, server_side=True)
+        except (OSError, ssl.SSLError):
+            return  # a failed handshake concerns only that client
+        try:
+            super().finish_request(conn, client_address)
+        finally:
+            conn.close()
+
+    def handle_error(self, request, client_address):
+        e = sys.exc_info()[1]
+        if isinstance(e, (ConnectionError, TimeoutError, ssl.SSLError)):
+            return  # the scraper went away; nothing to fix here
+        print(f"netprobe export: serving {client_address[0]}: {type(e).__name__}: "
+              f"{_one_line(e)}", file=sys.stderr)
+
+
+def _resolve(host: str, port: int) -> tuple[int, tuple]:
+    if host == "":
+        return (socket.AF_INET6, ("::", port)) if socket.has_ipv6 and _ipv6_enabled() \
+            else (socket.AF_INET, ("0.0.0.0", port))
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise NetprobeError(f"listening on {format_address(host, port)}: {e.strerror}") from None
+    family, _, _, _, sockaddr = infos[0]
+    return family, sockaddr
+
+
+def _ipv6_enabled() -> bool:
+    try:
+        socket.socket(socket.AF_INET6, socket.SOCK_STREAM).close()
+        return True
+    except OSError:
+        return False
+
+
+def _not_ready(environ, start_response):
+    start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
+    return [b"netprobe is attaching its probes\n"]
+
+
+def make_app(registry: CollectorRegistry, landing: bytes):
+    metrics = make_wsgi_app(registry)
+
+    def app(environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if path == "/metrics":
+            return metrics(environ, start_response)
+        if path == "/":
+            start_response("200 OK", [("Content-Type", "text/html; charset=utf-8")])
+            return [landing]
+        start_response("404 Not Found", [("Content-Type", "text/plain")])
+        return [b"not found: see /metrics\n"]
+
+    return app
+
+
+def tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(cert_file, key_file)
+    except ssl.SSLError as e:  # a subclass of OSError: first
+        raise NetprobeError(f"loading TLS certificate {cert_file} and key {key_file}: not a PEM "
+                            f"certificate and its matching private key"
+                            + (f" ({e.reason})" if e.reason else "")) from None
+    except OSError as e:
+        raise NetprobeError(f"loading TLS certificate {cert_file} and key {key_file}: "
+                            f"{e.strerror or e}") from None
+    return ctx
+
+
+def run_export(*, host: str, port: int, flow: FlowFilter, selector: DeviceSelector,
+               prefer: Sequence[str], tls_cert: str | None, tls_key: str | None,
+               ready_file: str | None) -> None:
+    tls = tls_context(tls_cert, tls_key) if tls_cert else None
+    # bind before the (slower) attach, so a taken port is reported at once
+    server = MetricsServer(host, port, tls)
+    try:
+        require_root()
+        from .session import ProbeSession
+
+        with ProbeSession(flow=flow, prefer=prefer) as session:
+            if not any(st.choice.available for st in session.status.values()):
+                raise NetprobeError("no stage could be attached on this kernel: run `netprobe doctor`")
+            collector = SessionCollector(
+                session, build_info(flow), selector,
+                warn=lambda msg: print(f"netprobe export: scrape: {msg}", file=sys.stderr))
+            registry = CollectorRegistry(auto_describe=False)
+            registry.register(collector)
+            ProcessCollector(registry=registry)
+            server.set_app(make_app(registry, landing_page(collector.build, collector.stages())))
+            for w in session.warnings:
+                print(f"netprobe export: ! {w}", file=sys.stderr)
+            if ready_file:
+                Path(ready_file).write_text(json.dumps(
+                    {"url": server.url, "mechanisms": session.mechanisms()}))
+            print(f"Serving {server.url}/metrics ... Ctrl-C to end.", file=sys.stderr, flush=True)
+            try:
+                server.serve_forever()
+            except KeyboardInterrupt:
+                pass
+            finally:
+                server.server_close()  # no new scrape starts while the probes detach
+    finally:
+        server.server_close()
