@@ -17,6 +17,7 @@ doctor: setup
 
 # Unit tests need no root; the integration tests load real BPF and build real namespaces.
 test: setup
+	$(SUDO) scripts/test-deps.sh
 	$(SUDO) $(PY) -m pytest -q tests
 
 unit-test:
