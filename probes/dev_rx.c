@@ -21,6 +21,15 @@ int driver_rx__raw_tp(struct bpf_raw_tracepoint_args *ctx)
     return np_count_skb(skb, NP_L3_AT_DATA, STAGE_driver_rx);
 }
 
+/* The same two tracepoints as BTF raw tracepoints (tp_btf): the skb is typed, so nothing is
+ * read with bpf_probe_read_kernel. BCC 0.26 cannot load this program type; bench/tp_btf.py
+ * does, to measure it (docs/OVERHEAD.md). The other `*__tp_btf` programs are the same. */
+int driver_rx__tp_btf(struct bpf_raw_tracepoint_args *ctx)
+{
+    void *skb = NP_TP_ARG(void *, ctx, 0);
+    return np_count_typed(skb, NP_LOAD(void *, skb, OFF_SKB_DEV), NP_L3_AT_DATA, STAGE_driver_rx);
+}
+
 /* __netif_receive_skb_core(struct sk_buff **pskb, ...) since 5.9; (struct sk_buff *skb, ...)
  * before. User space reads which from BTF and attaches the matching program. */
 int netif_receive_skb__kprobe_pskb(struct pt_regs *ctx)
@@ -41,6 +50,13 @@ int netif_receive_skb__raw_tp(struct bpf_raw_tracepoint_args *ctx)
 {
     void *skb = (void *)ctx->args[0];
     return np_count_skb(skb, NP_L3_AT_DATA, STAGE_netif_receive_skb);
+}
+
+int netif_receive_skb__tp_btf(struct bpf_raw_tracepoint_args *ctx)
+{
+    void *skb = NP_TP_ARG(void *, ctx, 0);
+    return np_count_typed(skb, NP_LOAD(void *, skb, OFF_SKB_DEV), NP_L3_AT_DATA,
+                          STAGE_netif_receive_skb);
 }
 
 /* ip_rcv_core(skb, net) / ip6_rcv_core(skb, dev, net), or ip_rcv / ipv6_rcv(skb, ...) */

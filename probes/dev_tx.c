@@ -33,6 +33,13 @@ int dev_queue_xmit__raw_tp(struct bpf_raw_tracepoint_args *ctx)
     return np_count_skb(skb, NP_L3_AT_NETWORK_HEADER, STAGE_dev_queue_xmit);
 }
 
+int dev_queue_xmit__tp_btf(struct bpf_raw_tracepoint_args *ctx)
+{
+    void *skb = NP_TP_ARG(void *, ctx, 0);
+    return np_count_typed(skb, NP_LOAD(void *, skb, OFF_SKB_DEV), NP_L3_AT_NETWORK_HEADER,
+                          STAGE_dev_queue_xmit);
+}
+
 /* the device's ndo_start_xmit(skb, dev): loopback_xmit, veth_xmit, e1000_xmit_frame, ... */
 int driver_xmit__kprobe(struct pt_regs *ctx)
 {
@@ -45,4 +52,10 @@ int driver_xmit__raw_tp(struct bpf_raw_tracepoint_args *ctx)
 {
     return np_count_skb_dev((void *)ctx->args[0], (void *)ctx->args[1],
                             NP_L3_AT_NETWORK_HEADER, STAGE_driver_xmit);
+}
+
+int driver_xmit__tp_btf(struct bpf_raw_tracepoint_args *ctx)
+{
+    return np_count_typed(NP_TP_ARG(void *, ctx, 0), NP_TP_ARG(void *, ctx, 1),
+                          NP_L3_AT_NETWORK_HEADER, STAGE_driver_xmit);
 }

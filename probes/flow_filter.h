@@ -65,70 +65,77 @@ static __always_inline int np_host6_ok(u32 *saddr, u32 *daddr)
 #endif
 }
 
-/* IPv6 extension headers are not walked: a packet whose first next-header is not TCP/UDP/ICMPv6
- * fails a --proto or --port filter. */
-static __always_inline int np_flow_match_skb(void *skb, int l3_at)
+#ifdef NP_FILTER_PORT
+#define NP_PORTS_LEN 4
+#else
+#define NP_PORTS_LEN 0
+#endif
+
+/* A packet's L3 header at `l3`, of protocol `proto_raw` (skb->protocol as read). The header
+ * and the ports after it (option-less IPv4, IPv6) come in one read; piece by piece when that
+ * read fails, as the header alone may still be readable. IPv6 extension headers are not
+ * walked: a packet whose first next-header is not TCP/UDP/ICMPv6 fails a --proto or --port
+ * filter. */
+static __always_inline int np_flow_match_l3(u16 proto_raw, void *l3)
 {
-    void *l3 = np_skb_l3(skb, l3_at);
-    u16 proto_raw = 0;
     u16 ports[2] = {};
-    NP_READ(proto_raw, skb, SKB_PROTOCOL);
     if (proto_raw == NP_ETH_P_IP_RAW) {
-        u8 hdr[20];
-        if (bpf_probe_read_kernel(hdr, sizeof(hdr), l3))
+        u32 hdr[(20 + NP_PORTS_LEN) / 4];
+        int whole = !bpf_probe_read_kernel(hdr, sizeof(hdr), l3);
+        if (!whole && (NP_PORTS_LEN == 0 || bpf_probe_read_kernel(hdr, 20, l3)))
             return 0;
-        u8 proto = hdr[9];
-        if (!np_proto_ok(proto) || !np_host4_ok(*(u32 *)&hdr[12], *(u32 *)&hdr[16]))
+        u8 proto = ((u8 *)hdr)[9];
+        if (!np_proto_ok(proto) || !np_host4_ok(hdr[3], hdr[4]))
             return 0;
 #ifdef NP_FILTER_PORT
-        bpf_probe_read_kernel(ports, sizeof(ports), (char *)l3 + (hdr[0] & 0xF) * 4);
+        u8 ihl = ((u8 *)hdr)[0] & 0xF;
+        if (whole && ihl == 5)
+            __builtin_memcpy(ports, &hdr[5], sizeof(ports));
+        else
+            bpf_probe_read_kernel(ports, sizeof(ports), (char *)l3 + ihl * 4);
 #endif
         return np_ports_ok(proto, ports[0], ports[1]);
     }
     if (proto_raw == NP_ETH_P_IPV6_RAW) {
-        u32 hdr[10];
-        if (bpf_probe_read_kernel(hdr, sizeof(hdr), l3))
+        u32 hdr[(40 + NP_PORTS_LEN) / 4];
+        int whole = !bpf_probe_read_kernel(hdr, sizeof(hdr), l3);
+        if (!whole && (NP_PORTS_LEN == 0 || bpf_probe_read_kernel(hdr, 40, l3)))
             return 0;
         u8 proto = ((u8 *)hdr)[6];
         if (!np_proto_ok(proto) || !np_host6_ok(&hdr[2], &hdr[6]))
             return 0;
 #ifdef NP_FILTER_PORT
-        bpf_probe_read_kernel(ports, sizeof(ports), (char *)l3 + 40);
+        if (whole)
+            __builtin_memcpy(ports, &hdr[10], sizeof(ports));
+        else
+            bpf_probe_read_kernel(ports, sizeof(ports), (char *)l3 + 40);
 #endif
         return np_ports_ok(proto, ports[0], ports[1]);
     }
     return 0;
 }
 
-/* L4 send stages see a socket, not a packet (an AF_INET/AF_INET6 one: the caller checks). An
- * unconnected UDP socket has no peer yet, so --host/--port match only its local side there. */
-static __always_inline int np_flow_match_sock(void *sk, u8 proto, u16 family)
+/* L4 send stages see a socket, not a packet: its fields as the caller read them (`s`, `d`:
+ * the local and peer address, one word for AF_INET, four for AF_INET6; `num` in host order,
+ * `dport` in wire order). An unconnected UDP socket has no peer yet, so --host/--port match
+ * only its local side there. */
+static __always_inline int np_flow_match_sock(u8 proto, u16 family, u16 num, u16 dport,
+                                              u32 *s, u32 *d)
 {
-    u16 num = 0, dport = 0;
     if (!np_proto_ok(proto))
         return 0;
-#ifdef NP_FILTER_PORT
-    NP_READ(num, sk, SK_NUM);
-    NP_READ(dport, sk, SK_DPORT);
-    /* skc_num is host order; the filter constant is the wire order */
+    /* the filter constant is in wire order */
     if (!np_ports_ok(proto, (u16)((num >> 8) | (num << 8)), dport))
         return 0;
-#endif
-    if (family == NP_AF_INET) {
-        u32 saddr = 0, daddr = 0;
-        NP_READ(saddr, sk, SK_RCV_SADDR);
-        NP_READ(daddr, sk, SK_DADDR);
-        return np_host4_ok(saddr, daddr);
-    }
-    u32 s6[4] = {}, d6[4] = {};
-    NP_READ(s6, sk, SK_V6_RCV_SADDR);
-    NP_READ(d6, sk, SK_V6_DADDR);
-    return np_host6_ok(s6, d6);
+    if (family == NP_AF_INET)
+        return np_host4_ok(s[0], d[0]);
+    return np_host6_ok(s, d);
 }
 
 #else /* no filter: everything matches, and nothing is read to decide it */
-static __always_inline int np_flow_match_skb(void *skb, int l3_at) { return 1; }
-static __always_inline int np_flow_match_sock(void *sk, u8 proto, u16 family) { return 1; }
+static __always_inline int np_flow_match_l3(u16 proto_raw, void *l3) { return 1; }
+static __always_inline int np_flow_match_sock(u8 proto, u16 family, u16 num, u16 dport,
+                                              u32 *s, u32 *d) { return 1; }
 #endif
 
 #endif

@@ -1,18 +1,65 @@
 /* L4 transmit: tcp_sendmsg / udp_sendmsg. These run before a route or device is chosen, so
  * they are counted per (netns, protocol) and count sendmsg calls, not sk_buffs. */
 
-/* skc_family and skc_net with one read where they sit close */
-static __always_inline void np_sk_family_net(void *sk, u16 *family, void **net)
-{
-#if defined(OFF_SK_NET) && OFF_SK_NET > OFF_SK_FAMILY && OFF_SK_NET + 8 - OFF_SK_FAMILY <= 128 && \
-    OFF_SK_FAMILY % 8 == 0
-    u64 buf[(OFF_SK_NET + 8 - OFF_SK_FAMILY + 7) / 8];
-    bpf_probe_read_kernel(buf, OFF_SK_NET + 8 - OFF_SK_FAMILY, (char *)sk + OFF_SK_FAMILY);
-    *family = *(u16 *)buf;
-    *net = *(void **)((char *)buf + OFF_SK_NET - OFF_SK_FAMILY);
+/* What the L4 send stages read from a socket: its family and namespace and, under a flow
+ * filter, its ports and addresses (`s` local, `d` peer: one word for AF_INET, four for
+ * AF_INET6). */
+struct np_sk_view {
+    u16 family;
+    u16 num;   /* skc_num, host order */
+    u16 dport; /* skc_dport, wire order */
+    void *net;
+    u32 s[4];
+    u32 d[4];
+};
+
+/* The span of struct sock they lie in: family to net, ~40 bytes; with the filter's fields
+ * ~90. One bpf_probe_read_kernel of it costs what one field does. */
+#ifdef NP_FILTERED
+#define NP_SK_LO (NP_MIN(NP_MIN4(OFF_SK_FAMILY, OFF_SK_NET, OFF_SK_DADDR, OFF_SK_RCV_SADDR),  \
+                         NP_MIN4(OFF_SK_DPORT, OFF_SK_NUM, OFF_SK_V6_DADDR,              \
+                                 OFF_SK_V6_RCV_SADDR)) & ~7)
+#define NP_SK_HI NP_MAX(NP_MAX4(OFF_SK_FAMILY + 2, OFF_SK_NET + 8, OFF_SK_DADDR + 4,        \
+                                OFF_SK_RCV_SADDR + 4),                                    \
+                        NP_MAX4(OFF_SK_DPORT + 2, OFF_SK_NUM + 2, OFF_SK_V6_DADDR + 16,   \
+                                OFF_SK_V6_RCV_SADDR + 16))
 #else
-    bpf_probe_read_kernel(family, sizeof(*family), (char *)sk + OFF_SK_FAMILY);
-    bpf_probe_read_kernel(net, sizeof(*net), (char *)sk + OFF_SK_NET);
+#define NP_SK_LO (NP_MIN(OFF_SK_FAMILY, OFF_SK_NET) & ~7)
+#define NP_SK_HI NP_MAX(OFF_SK_FAMILY + 2, OFF_SK_NET + 8)
+#endif
+
+static __always_inline void np_sk_view(void *sk, struct np_sk_view *v)
+{
+#if defined(OFF_SK_NET) && NP_SK_HI - NP_SK_LO <= 256
+    u64 buf[(NP_SK_HI - NP_SK_LO + 7) / 8];
+    bpf_probe_read_kernel(buf, NP_SK_HI - NP_SK_LO, (char *)sk + NP_SK_LO);
+    v->family = NP_AT(u16, buf, NP_SK_LO, OFF_SK_FAMILY);
+    v->net = NP_AT(void *, buf, NP_SK_LO, OFF_SK_NET);
+#ifdef NP_FILTERED
+    v->num = NP_AT(u16, buf, NP_SK_LO, OFF_SK_NUM);
+    v->dport = NP_AT(u16, buf, NP_SK_LO, OFF_SK_DPORT);
+    if (v->family == NP_AF_INET) {
+        v->s[0] = NP_AT(u32, buf, NP_SK_LO, OFF_SK_RCV_SADDR);
+        v->d[0] = NP_AT(u32, buf, NP_SK_LO, OFF_SK_DADDR);
+    } else {
+        __builtin_memcpy(v->s, &NP_AT(u32, buf, NP_SK_LO, OFF_SK_V6_RCV_SADDR), 16);
+        __builtin_memcpy(v->d, &NP_AT(u32, buf, NP_SK_LO, OFF_SK_V6_DADDR), 16);
+    }
+#endif
+#else
+    NP_READ(v->family, sk, SK_FAMILY);
+    NP_READ(v->net, sk, SK_NET);
+#ifdef NP_FILTERED
+    NP_READ(v->num, sk, SK_NUM);
+    NP_READ(v->dport, sk, SK_DPORT);
+    if (v->family == NP_AF_INET) {
+        NP_READ(v->s[0], sk, SK_RCV_SADDR);
+        NP_READ(v->d[0], sk, SK_DADDR);
+    } else {
+        NP_READ(v->s, sk, SK_V6_RCV_SADDR);
+        NP_READ(v->d, sk, SK_V6_DADDR);
+    }
+#endif
 #endif
 }
 
@@ -47,18 +94,24 @@ static __always_inline void np_count_netns(void *net, u32 netns, u32 stage, u32 
     s->v[stage].bytes += len;
 }
 
+/* Whether a send is counted: an AF_INET/AF_INET6 socket the filter lets through */
+static __always_inline int np_send_counted(struct np_sk_view *v, u8 proto)
+{
+    return (v->family == NP_AF_INET || v->family == NP_AF_INET6) &&
+           np_flow_match_sock(proto, v->family, v->num, v->dport, v->s, v->d);
+}
+
 static __always_inline int np_count_send(void *sk, s64 len, u8 proto, u32 stage)
 {
-    void *net = NULL;
+    struct np_sk_view v = {};
     u32 netns = 0;
-    u16 family = 0;
     if (len < 0)
         return 0;
-    np_sk_family_net(sk, &family, &net);
-    if ((family != NP_AF_INET && family != NP_AF_INET6) || !np_flow_match_sock(sk, proto, family))
+    np_sk_view(sk, &v);
+    if (!np_send_counted(&v, proto))
         return 0;
-    NP_READ(netns, net, NET_INUM);
-    np_count_netns(net, netns, stage, (u32)len);
+    NP_READ(netns, v.net, NET_INUM);
+    np_count_netns(v.net, netns, stage, (u32)len);
     return 0;
 }
 
@@ -87,4 +140,38 @@ int l4_send__raw_tp(struct bpf_raw_tracepoint_args *ctx)
     if (proto == 17)
         return np_count_send(sk, ret, 17, STAGE_udp_sendmsg);
     return 0;
+}
+
+/* The same as a BTF raw tracepoint: sk is typed, so every field is a plain load (NP_LOAD) */
+static __always_inline int np_count_send_typed(void *sk, s64 len)
+{
+    struct np_sk_view v = {};
+    u16 proto = NP_LOAD(u16, sk, OFF_SK_PROTOCOL);
+    u32 stage = proto == 6 ? STAGE_tcp_sendmsg : STAGE_udp_sendmsg;
+    if ((proto != 6 && proto != 17) || len < 0)
+        return 0;
+    v.family = NP_LOAD(u16, sk, OFF_SK_FAMILY);
+#ifdef NP_FILTERED
+    v.num = NP_LOAD(u16, sk, OFF_SK_NUM);
+    v.dport = NP_LOAD(u16, sk, OFF_SK_DPORT);
+    if (v.family == NP_AF_INET) {
+        v.s[0] = NP_LOAD(u32, sk, OFF_SK_RCV_SADDR);
+        v.d[0] = NP_LOAD(u32, sk, OFF_SK_DADDR);
+    } else {
+        for (int i = 0; i < 4; i++) {
+            v.s[i] = NP_LOAD(u32, sk, OFF_SK_V6_RCV_SADDR + 4 * i);
+            v.d[i] = NP_LOAD(u32, sk, OFF_SK_V6_DADDR + 4 * i);
+        }
+    }
+#endif
+    if (!np_send_counted(&v, proto))
+        return 0;
+    void *net = NP_LOAD(void *, sk, OFF_SK_NET);
+    np_count_netns(np_untyped(net), NP_LOAD(u32, net, OFF_NET_INUM), stage, (u32)len);
+    return 0;
+}
+
+int l4_send__tp_btf(struct bpf_raw_tracepoint_args *ctx)
+{
+    return np_count_send_typed(NP_TP_ARG(void *, ctx, 0), (int)NP_TP_ARG(u64, ctx, 1));
 }

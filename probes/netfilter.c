@@ -10,23 +10,13 @@ struct np_nf_ctx {
 
 #define NP_NF_ACCEPT 1 /* netprobe only looks: every packet goes on */
 
-/* ctx->skb and ctx->state are BTF-typed pointers here, so plain loads through them are checked
- * against the kernel's BTF by the verifier and cost next to nothing, unlike the ~30 ns of a
- * bpf_probe_read_kernel (bench/). The device pointer is the exception: the slot index is
- * arithmetic on its address, which the verifier forbids on a typed pointer, so it is read as
- * a plain number. */
-#define NP_NF_LOAD(type, base, id) (*(type *)((char *)(base) + OFF_##id))
-
+/* ctx->skb and ctx->state are BTF-typed, and so is what is loaded through them: the device
+ * and skb->len cost no bpf_probe_read_kernel here (NP_LOAD in netprobe.h). */
 static __always_inline int np_nf_count(struct np_nf_ctx *ctx, int out, u32 stage)
 {
-    void *skb = ctx->skb;
-    void *dev = NULL;
-    if (out)
-        NP_READ(dev, ctx->state, NF_STATE_OUT);
-    else
-        NP_READ(dev, ctx->state, NF_STATE_IN);
-    if (np_flow_match_skb(skb, NP_L3_AT_DATA))
-        np_count_dev(dev, stage, NP_NF_LOAD(u32, skb, SKB_LEN));
+    void *dev = out ? NP_LOAD(void *, ctx->state, OFF_NF_STATE_OUT)
+                    : NP_LOAD(void *, ctx->state, OFF_NF_STATE_IN);
+    np_count_typed(ctx->skb, dev, NP_L3_AT_DATA, stage);
     return NP_NF_ACCEPT;
 }
 

@@ -144,29 +144,6 @@ static __always_inline void np_count_dev(void *dev, u32 stage, u32 len)
     s->v[stage].bytes += len;
 }
 
-static __always_inline void *np_skb_dev(void *skb)
-{
-    void *dev = NULL;
-    NP_READ(dev, skb, SKB_DEV);
-    return dev;
-}
-
-/* skb->dev and skb->len with one read where they sit close (one read costs the same ~30 ns
- * for 8 bytes or 100) */
-static __always_inline void np_skb_dev_len(void *skb, void **dev, u32 *len)
-{
-#if defined(OFF_SKB_DEV) && OFF_SKB_LEN > OFF_SKB_DEV && OFF_SKB_LEN + 4 - OFF_SKB_DEV <= 256 && \
-    OFF_SKB_DEV % 8 == 0
-    u64 buf[(OFF_SKB_LEN + 4 - OFF_SKB_DEV + 7) / 8];
-    bpf_probe_read_kernel(buf, OFF_SKB_LEN + 4 - OFF_SKB_DEV, (char *)skb + OFF_SKB_DEV);
-    *dev = (void *)buf[0];
-    *len = *(u32 *)((char *)buf + OFF_SKB_LEN - OFF_SKB_DEV);
-#else
-    bpf_probe_read_kernel(dev, sizeof(*dev), (char *)skb + OFF_SKB_DEV);
-    bpf_probe_read_kernel(len, sizeof(*len), (char *)skb + OFF_SKB_LEN);
-#endif
-}
-
 /* Where an skb's network header starts depends on the stage: on receive, before
  * eth_type_trans()'s caller resets it, skb->network_header is stale or zero but skb->data
  * points at L3; from the IP layer down on transmit, and once L4 has pulled its header on
@@ -189,26 +166,126 @@ static __always_inline void *np_skb_l3(void *skb, int where)
 
 #include "flow_filter.h"
 
+/* What a device stage reads from an skb: its device and length and, under a flow filter,
+ * its protocol and where its L3 header starts. */
+struct np_skb_view {
+    void *dev;
+    u32 len;
+    u16 proto_raw;
+    void *l3;
+};
+
+#define NP_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define NP_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define NP_MIN4(a, b, c, d) NP_MIN(NP_MIN(a, b), NP_MIN(c, d))
+#define NP_MAX4(a, b, c, d) NP_MAX(NP_MAX(a, b), NP_MAX(c, d))
+/* A field at `off` of a span of a struct copied from offset `lo` */
+#define NP_AT(type, buf, lo, off) (*(type *)((char *)(buf) + (off) - (lo)))
+
+/* The span of struct sk_buff those fields lie in, from an 8-byte boundary (stack loads must
+ * be aligned): dev and len, ~100 bytes; with the filter's fields, ~200 */
+#ifdef NP_FILTERED
+#define NP_SKB_LO (NP_MIN(NP_MIN4(OFF_SKB_DEV, OFF_SKB_LEN, OFF_SKB_PROTOCOL, OFF_SKB_NETHDR), \
+                          NP_MIN(OFF_SKB_HEAD, OFF_SKB_DATA)) & ~7)
+#define NP_SKB_HI NP_MAX(NP_MAX4(OFF_SKB_DEV + 8, OFF_SKB_LEN + 4, OFF_SKB_PROTOCOL + 2, \
+                                 OFF_SKB_NETHDR + 2), NP_MAX(OFF_SKB_HEAD + 8, OFF_SKB_DATA + 8))
+#else
+#define NP_SKB_LO (NP_MIN(OFF_SKB_DEV, OFF_SKB_LEN) & ~7)
+#define NP_SKB_HI NP_MAX(OFF_SKB_DEV + 8, OFF_SKB_LEN + 4)
+#endif
+
+/* One bpf_probe_read_kernel of that span: a read costs ~30 ns for 8 bytes or 200 alike (the
+ * helper's calls and returns, not the copy), so a filtered hook pays one read here instead
+ * of five. Field by field where the layout is not known before compiling (no BTF). */
+static __always_inline void np_skb_view(void *skb, int l3_at, struct np_skb_view *v)
+{
+#if defined(OFF_SKB_DEV) && NP_SKB_HI - NP_SKB_LO <= 256
+    u64 buf[(NP_SKB_HI - NP_SKB_LO + 7) / 8];
+    bpf_probe_read_kernel(buf, NP_SKB_HI - NP_SKB_LO, (char *)skb + NP_SKB_LO);
+    v->dev = NP_AT(void *, buf, NP_SKB_LO, OFF_SKB_DEV);
+    v->len = NP_AT(u32, buf, NP_SKB_LO, OFF_SKB_LEN);
+#ifdef NP_FILTERED
+    v->proto_raw = NP_AT(u16, buf, NP_SKB_LO, OFF_SKB_PROTOCOL);
+    if (l3_at == NP_L3_AT_DATA)
+        v->l3 = NP_AT(void *, buf, NP_SKB_LO, OFF_SKB_DATA);
+    else
+        v->l3 = NP_AT(char *, buf, NP_SKB_LO, OFF_SKB_HEAD) +
+                NP_AT(u16, buf, NP_SKB_LO, OFF_SKB_NETHDR);
+#endif
+#else
+    NP_READ(v->dev, skb, SKB_DEV);
+    NP_READ(v->len, skb, SKB_LEN);
+#ifdef NP_FILTERED
+    NP_READ(v->proto_raw, skb, SKB_PROTOCOL);
+    v->l3 = np_skb_l3(skb, l3_at);
+#endif
+#endif
+}
+
 /* Count an skb at a device stage: its own device (skb->dev) ... */
 static __always_inline int np_count_skb(void *skb, int l3_at, u32 stage)
 {
-    void *dev = NULL;
-    u32 len = 0;
-    if (!np_flow_match_skb(skb, l3_at))
-        return 0;
-    np_skb_dev_len(skb, &dev, &len);
-    np_count_dev(dev, stage, len);
+    struct np_skb_view v = {};
+    np_skb_view(skb, l3_at, &v);
+    if (np_flow_match_l3(v.proto_raw, v.l3))
+        np_count_dev(v.dev, stage, v.len);
     return 0;
 }
 
-/* ... or a device the hook already knows (an argument, the route's, netfilter's state) */
+/* ... or a device the hook already knows (an argument, the route's) */
 static __always_inline int np_count_skb_dev(void *skb, void *dev, int l3_at, u32 stage)
 {
-    u32 len = 0;
-    if (!np_flow_match_skb(skb, l3_at))
+    struct np_skb_view v = {};
+    np_skb_view(skb, l3_at, &v);
+    if (np_flow_match_l3(v.proto_raw, v.l3))
+        np_count_dev(dev, stage, v.len);
+    return 0;
+}
+
+/* Where a hook's pointers are BTF-typed (a netfilter program's context, a BTF raw
+ * tracepoint's arguments), fields are plain loads that the verifier checks against the
+ * kernel's BTF: ~1 ns, where a bpf_probe_read_kernel costs ~30 (bpf_stats on this project's
+ * VM, whose CPU pays for SRSO's safe RET on every return inside the helper). The load is
+ * spelled as a typed memcpy: BCC would rewrite a plain dereference of a context-derived
+ * pointer into bpf_probe_read(), and the type keeps clang's copy one aligned load. */
+#define NP_LOAD(type, base, off) \
+    ({ type _v; __builtin_memcpy(&_v, (type *)((char *)(base) + (off)), sizeof(_v)); _v; })
+
+/* A typed pointer may not take part in arithmetic (the slot index hashes the device's
+ * address), so its bits pass through a per-CPU word: a store and a load. Storing a pointer
+ * in a map is allowed to a program with CAP_PERFMON, which netprobe (root) has. */
+BPF_PERCPU_ARRAY(ptr_bits, u64, 1);
+
+static __always_inline void *np_untyped(void *typed)
+{
+    u32 zero = 0;
+    u64 *w = ptr_bits.lookup(&zero);
+    if (!w)
+        return NULL;
+    *(volatile u64 *)w = (u64)typed;
+    return (void *)*(volatile u64 *)w;
+}
+
+/* A BTF raw tracepoint's (tp_btf) argument, typed by the verifier from the tracepoint's
+ * prototype; copied, not indexed, so that BCC does not rewrite it into a probe read */
+#define NP_TP_ARG(type, ctx, i) \
+    ({ type _a; __builtin_memcpy(&_a, &(ctx)->args[i], sizeof(_a)); _a; })
+
+/* np_count_skb_dev for typed pointers: no bpf_probe_read_kernel but the filter's one read of
+ * the packet's headers. skb->head and skb->data point at bytes, not structs, so they load
+ * as plain numbers. */
+static __always_inline int np_count_typed(void *skb, void *dev, int l3_at, u32 stage)
+{
+#ifdef NP_FILTERED
+    char *l3;
+    if (l3_at == NP_L3_AT_DATA)
+        l3 = NP_LOAD(char *, skb, OFF_SKB_DATA);
+    else
+        l3 = NP_LOAD(char *, skb, OFF_SKB_HEAD) + NP_LOAD(u16, skb, OFF_SKB_NETHDR);
+    if (!np_flow_match_l3(NP_LOAD(u16, skb, OFF_SKB_PROTOCOL), l3))
         return 0;
-    NP_READ(len, skb, SKB_LEN);
-    np_count_dev(dev, stage, len);
+#endif
+    np_count_dev(np_untyped(dev), stage, NP_LOAD(u32, skb, OFF_SKB_LEN));
     return 0;
 }
 
