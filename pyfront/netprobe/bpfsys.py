@@ -1,5 +1,10 @@
-"""The few bpf(2) and setns(2) calls BCC 0.26 does not offer: netfilter links (kernel >= 6.4),
-running a program once with BPF_PROG_TEST_RUN, and entering a network namespace."""
+"""The bpf(2), perf_event_open(2) and setns(2) calls netprobe makes itself.
+
+BCC compiles and loads the programs in a short-lived child process (loader.py); everything
+after that — attaching raw tracepoints, BTF raw tracepoints, kprobes and netfilter links,
+running the device inventory, entering namespaces — happens here, in a process that never
+maps LLVM. Also what BCC 0.26 cannot do at all: load a BTF raw tracepoint (tp_btf) program,
+netfilter links (kernel >= 6.4)."""
 from __future__ import annotations
 
 import ctypes
@@ -12,10 +17,17 @@ from .errors import NetprobeError
 _libc = ctypes.CDLL(None, use_errno=True)
 _NR_BPF = 321  # x86_64
 _NR_SETNS = 308
+_NR_PERF_EVENT_OPEN = 298
+BPF_PROG_LOAD = 5
 BPF_PROG_TEST_RUN = 10
+BPF_RAW_TRACEPOINT_OPEN = 17
 BPF_LINK_CREATE = 28
+BPF_PROG_TYPE_KPROBE = 2
+BPF_PROG_TYPE_RAW_TRACEPOINT = 17
+BPF_PROG_TYPE_TRACING = 26
 BPF_PROG_TYPE_NETFILTER = 32
-BPF_NETFILTER = 45  # enum bpf_attach_type
+BPF_TRACE_RAW_TP = 23  # enum bpf_attach_type
+BPF_NETFILTER = 45
 CLONE_NEWNET = 0x40000000
 
 NFPROTO = {"ipv4": 2, "ipv6": 10}
@@ -32,6 +44,34 @@ class _LinkCreateNF(ctypes.Structure):
                 ("pf", ctypes.c_uint32), ("hooknum", ctypes.c_uint32),
                 ("priority", ctypes.c_int32), ("nf_flags", ctypes.c_uint32),
                 ("_pad", ctypes.c_uint64 * 8)]
+
+
+class _ProgLoad(ctypes.Structure):
+    _fields_ = [("prog_type", ctypes.c_uint32), ("insn_cnt", ctypes.c_uint32),
+                ("insns", ctypes.c_uint64), ("license", ctypes.c_uint64),
+                ("log_level", ctypes.c_uint32), ("log_size", ctypes.c_uint32),
+                ("log_buf", ctypes.c_uint64), ("kern_version", ctypes.c_uint32),
+                ("prog_flags", ctypes.c_uint32), ("prog_name", ctypes.c_char * 16),
+                ("prog_ifindex", ctypes.c_uint32), ("expected_attach_type", ctypes.c_uint32),
+                ("prog_btf_fd", ctypes.c_uint32), ("func_info_rec_size", ctypes.c_uint32),
+                ("func_info", ctypes.c_uint64), ("func_info_cnt", ctypes.c_uint32),
+                ("line_info_rec_size", ctypes.c_uint32), ("line_info", ctypes.c_uint64),
+                ("line_info_cnt", ctypes.c_uint32), ("attach_btf_id", ctypes.c_uint32),
+                ("attach_prog_fd", ctypes.c_uint32), ("_pad", ctypes.c_uint64 * 8)]
+
+
+class _RawTpOpen(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_uint64), ("prog_fd", ctypes.c_uint32),
+                ("_pad0", ctypes.c_uint32), ("_pad", ctypes.c_uint64 * 4)]
+
+
+class _PerfEventAttr(ctypes.Structure):  # PERF_ATTR_SIZE_VER5
+    _fields_ = [("type", ctypes.c_uint32), ("size", ctypes.c_uint32),
+                ("config", ctypes.c_uint64), ("sample_period", ctypes.c_uint64),
+                ("sample_type", ctypes.c_uint64), ("read_format", ctypes.c_uint64),
+                ("flags", ctypes.c_uint64), ("wakeup_events", ctypes.c_uint32),
+                ("bp_type", ctypes.c_uint32), ("kprobe_func", ctypes.c_uint64),
+                ("probe_offset", ctypes.c_uint64), ("_rest", ctypes.c_uint8 * 40)]
 
 
 class _TestRun(ctypes.Structure):
@@ -69,6 +109,68 @@ def netfilter_link(prog_fd: int, family: str, hook: str) -> int:
             if e.errno != errno.EBUSY:
                 raise
     raise OSError(errno.EBUSY, f"64 other BPF programs hold the {family} {hook} slots")
+
+
+def load_tp_btf(insns: bytes, name: str, btf_type_id: int) -> int:
+    """Load compiled instructions as a BTF raw tracepoint program (BPF_PROG_TYPE_TRACING,
+    BPF_TRACE_RAW_TP) for the tracepoint whose btf_trace_<event> typedef has id `btf_type_id`;
+    returns the program fd. BCC 0.26 cannot load this type, but its instructions already have
+    their map references resolved to fds, so they load as they are."""
+    code = ctypes.create_string_buffer(insns, len(insns))
+    lic = ctypes.create_string_buffer(b"GPL")
+    log = ctypes.create_string_buffer(1 << 16)
+    attr = _ProgLoad(prog_type=BPF_PROG_TYPE_TRACING, insn_cnt=len(insns) // 8,
+                     insns=ctypes.addressof(code), license=ctypes.addressof(lic),
+                     prog_name=name[:15].encode(), expected_attach_type=BPF_TRACE_RAW_TP,
+                     attach_btf_id=btf_type_id)
+    try:
+        return _bpf(BPF_PROG_LOAD, attr)
+    except OSError:
+        # again with the verifier's log, which says why
+        attr.log_level, attr.log_size, attr.log_buf = 1, len(log), ctypes.addressof(log)
+        try:
+            return _bpf(BPF_PROG_LOAD, attr)
+        except OSError as e:
+            tail = log.value.decode(errors="replace").strip().splitlines()[-2:]
+            raise OSError(e.errno, " / ".join([e.strerror, *tail])) from None
+
+
+def raw_tracepoint_open(prog_fd: int, event: str | None = None) -> int:
+    """Attach a raw tracepoint program to `event` ("net_dev_queue"), or a BTF raw tracepoint
+    program to the tracepoint it was loaded for (event None); returns the link fd."""
+    name = ctypes.create_string_buffer(event.encode()) if event else None
+    return _bpf(BPF_RAW_TRACEPOINT_OPEN,
+                _RawTpOpen(name=ctypes.addressof(name) if name else 0, prog_fd=prog_fd))
+
+
+_PERF_FLAG_FD_CLOEXEC = 8
+_PERF_EVENT_IOC_ENABLE = 0x2400
+_PERF_EVENT_IOC_SET_BPF = 0x40042408
+KPROBE_PMU_TYPE = "/sys/bus/event_source/devices/kprobe/type"
+
+
+def kprobe_attach(prog_fd: int, symbol: str) -> int:
+    """A kprobe on `symbol` running `prog_fd`, made through the kprobe PMU (kernel >= 4.17):
+    nothing is written to kprobe_events, so closing the returned fd removes the probe and a
+    killed netprobe leaves none behind."""
+    try:
+        with open(KPROBE_PMU_TYPE) as f:
+            pmu = int(f.read())
+    except OSError:
+        raise OSError(errno.ENOTSUP, "no kprobe PMU (kernel older than 4.17?)") from None
+    func = ctypes.create_string_buffer(symbol.encode())
+    attr = _PerfEventAttr(type=pmu, size=ctypes.sizeof(_PerfEventAttr), sample_period=1,
+                          wakeup_events=1, kprobe_func=ctypes.addressof(func))
+    fd = _libc.syscall(_NR_PERF_EVENT_OPEN, ctypes.byref(attr), -1, 0, -1, _PERF_FLAG_FD_CLOEXEC)
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    for request, arg in ((_PERF_EVENT_IOC_SET_BPF, prog_fd), (_PERF_EVENT_IOC_ENABLE, 0)):
+        if _libc.ioctl(fd, request, arg) != 0:
+            err = ctypes.get_errno()
+            os.close(fd)
+            raise OSError(err, os.strerror(err))
+    return fd
 
 
 def test_run(prog_fd: int) -> int:

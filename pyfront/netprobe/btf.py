@@ -167,5 +167,10 @@ class BTF:
         name = self._str(name_off) if name_off else ("void" if tid == 0 else "?")
         return f"{prefix}{name}" + (f" {stars}" if stars else "")
 
+    def type_id(self, name: str, kind: int) -> int | None:
+        """The id of the type called `name` of this kind, e.g. a tracepoint's btf_trace_<event>
+        typedef, which a BTF raw tracepoint program names as its attach target."""
+        return next((t for t in self._by_name.get(name, ()) if self._hdr(t)[0] == kind), None)
+
     def has(self, name: str, kind: int) -> bool:
         return any(self._hdr(t)[0] == kind for t in self._by_name.get(name, ()))

@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 KPROBE = "kprobe"
+TP_BTF = "tp_btf"  # a BTF raw tracepoint: the same tracepoint, with typed arguments
 RAW_TRACEPOINT = "raw_tracepoint"
 NETFILTER = "netfilter"
-MECHANISMS = (KPROBE, RAW_TRACEPOINT, NETFILTER)
+MECHANISMS = (KPROBE, TP_BTF, RAW_TRACEPOINT, NETFILTER)
 
 # A kprobe target spelled like this is not a symbol but "each device's ndo_start_xmit".
 NDO_START_XMIT = "<ndo_start_xmit>"
@@ -54,17 +55,26 @@ def _k(*targets: str, fn: str, optional: bool = False, first_param: str | None =
     return Hook(tuple(targets), fn, optional, first_param)
 
 
+def _tracepoint(*hooks: tuple[str, str], note: str = "") -> tuple[Candidate, Candidate]:
+    """A tracepoint stage's two ways in, best first: as a BTF raw tracepoint, whose program
+    loads the skb's fields directly (~1 ns each), else as a plain raw tracepoint, whose program
+    copies them with bpf_probe_read_kernel (~30 ns a call). Each hook is ("category:event",
+    C function prefix): probes/ has <prefix>__tp_btf and <prefix>__raw_tp."""
+    return tuple(Candidate(mech, tuple(_k(tp, fn=f"{fn}__{suffix}") for tp, fn in hooks), note)
+                 for mech, suffix in ((TP_BTF, "tp_btf"), (RAW_TRACEPOINT, "raw_tp")))
+
+
 STAGES: tuple[Stage, ...] = (
     Stage("tcp_sendmsg", "L4", "tx", "tcp_send", protocol="tcp", per_device=False, candidates=(
         Candidate(KPROBE, (_k("tcp_sendmsg", fn="tcp_sendmsg__kprobe"),)),
-        Candidate(RAW_TRACEPOINT, (_k("sock:sock_send_length", fn="l4_send__raw_tp"),),
-                  "after each sendmsg returns, TCP sockets"),
+        *_tracepoint(("sock:sock_send_length", "l4_send"),
+                     note="after each sendmsg returns, TCP sockets"),
     )),
     Stage("udp_sendmsg", "L4", "tx", "udp_send", protocol="udp", per_device=False, candidates=(
         Candidate(KPROBE, (_k("udp_sendmsg", fn="udp_sendmsg__kprobe"),
                            _k("udpv6_sendmsg", fn="udp_sendmsg__kprobe", optional=True))),
-        Candidate(RAW_TRACEPOINT, (_k("sock:sock_send_length", fn="l4_send__raw_tp"),),
-                  "after each sendmsg returns, UDP sockets"),
+        *_tracepoint(("sock:sock_send_length", "l4_send"),
+                     note="after each sendmsg returns, UDP sockets"),
     )),
     Stage("ip_output", "L3", "tx", "ip_out", candidates=(
         Candidate(KPROBE, (_k("ip_output", fn="ip_output__kprobe"),
@@ -75,14 +85,14 @@ STAGES: tuple[Stage, ...] = (
     )),
     Stage("dev_queue_xmit", "L2", "tx", "dev_q", candidates=(
         Candidate(KPROBE, (_k("__dev_queue_xmit", "dev_queue_xmit", fn="dev_queue_xmit__kprobe"),)),
-        Candidate(RAW_TRACEPOINT, (_k("net:net_dev_queue", fn="dev_queue_xmit__raw_tp"),),
-                  "net:net_dev_queue, inside __dev_queue_xmit"),
+        *_tracepoint(("net:net_dev_queue", "dev_queue_xmit"),
+                     note="net:net_dev_queue, inside __dev_queue_xmit"),
     )),
     Stage("driver_xmit", "driver", "tx", "drv_tx", candidates=(
         Candidate(KPROBE, (_k(NDO_START_XMIT, fn="driver_xmit__kprobe"),),
                   "a kprobe on each device's own ndo_start_xmit"),
-        Candidate(RAW_TRACEPOINT, (_k("net:net_dev_start_xmit", fn="driver_xmit__raw_tp"),),
-                  "net:net_dev_start_xmit, just before ndo_start_xmit"),
+        *_tracepoint(("net:net_dev_start_xmit", "driver_xmit"),
+                     note="net:net_dev_start_xmit, just before ndo_start_xmit"),
     )),
     Stage("driver_rx", "driver", "rx", "drv_rx", candidates=(
         Candidate(KPROBE, (_k("netif_rx_internal", fn="driver_rx__kprobe_arg1"),
@@ -91,16 +101,15 @@ STAGES: tuple[Stage, ...] = (
                            _k("netif_rx", fn="driver_rx__kprobe_arg1"),
                            _k("netif_rx_ni", fn="driver_rx__kprobe_arg1", optional=True),
                            _k("napi_gro_receive", fn="driver_rx__kprobe_arg2"))),
-        Candidate(RAW_TRACEPOINT, (_k("net:netif_rx", fn="driver_rx__raw_tp"),
-                                   _k("net:napi_gro_receive_entry", fn="driver_rx__raw_tp"))),
+        *_tracepoint(("net:netif_rx", "driver_rx"), ("net:napi_gro_receive_entry", "driver_rx")),
     )),
     Stage("netif_receive_skb", "L2", "rx", "rcv_skb", candidates=(
         Candidate(KPROBE, (_k("__netif_receive_skb_core", fn="netif_receive_skb__kprobe_pskb",
                               first_param="struct sk_buff **"),)),
         Candidate(KPROBE, (_k("__netif_receive_skb_core", fn="netif_receive_skb__kprobe",
                               first_param="struct sk_buff *"),)),
-        Candidate(RAW_TRACEPOINT, (_k("net:netif_receive_skb", fn="netif_receive_skb__raw_tp"),),
-                  "net:netif_receive_skb, inside __netif_receive_skb_core"),
+        *_tracepoint(("net:netif_receive_skb", "netif_receive_skb"),
+                     note="net:netif_receive_skb, inside __netif_receive_skb_core"),
     )),
     Stage("ip_rcv", "L3", "rx", "ip_rcv", candidates=(
         # ip_rcv_core serves both ip_rcv and the list path (ip_list_rcv) that GRO'd NIC

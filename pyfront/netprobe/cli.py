@@ -15,7 +15,7 @@ from .errors import NetprobeError
 from .flowfilter import PROTOCOLS, FlowFilter
 from .report import DeviceSelector
 
-PREFER_CHOICES = ("kprobe", "raw_tracepoint", "tracepoint", "netfilter")
+PREFER_CHOICES = ("kprobe", "tp_btf", "raw_tracepoint", "tracepoint", "netfilter")
 
 
 def flow_options(f):

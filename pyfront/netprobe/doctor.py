@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import bpfsys
-from .catalogue import KPROBE, NETFILTER, RAW_TRACEPOINT, STAGES
+from .catalogue import KPROBE, NETFILTER, RAW_TRACEPOINT, STAGES, TP_BTF
 from .errors import NetprobeError
 from .kernel import Kernel, kernel_version, tracefs
 from .plan import choose
@@ -18,6 +18,7 @@ _TRIAL_C = r"""
 struct np_nf_ctx { void *state; void *skb; };
 int trial_kprobe(struct pt_regs *ctx) { return 0; }
 int trial_raw_tp(struct bpf_raw_tracepoint_args *ctx) { return 0; }
+int trial_tp_btf(struct bpf_raw_tracepoint_args *ctx) { return 0; }
 int trial_tp(void *ctx) { return 0; }
 int trial_nf(struct np_nf_ctx *ctx) { return 1; }
 """
@@ -81,6 +82,17 @@ def mechanism_checks(kernel: Kernel) -> list[Check]:
             b.detach_raw_tracepoint(tp="net_dev_queue")
         checks.append(_trial("raw_tracepoint", raw_tp))
 
+        def tp_btf():
+            btf_id = kernel.tracepoint_btf_id("net:net_dev_queue")
+            if not btf_id:
+                raise NetprobeError("needs the kernel's BTF (/sys/kernel/btf/vmlinux)")
+            prog = bpfsys.load_tp_btf(b.dump_func("trial_tp_btf"), "trial_tp_btf", btf_id)
+            try:
+                os.close(bpfsys.raw_tracepoint_open(prog))
+            finally:
+                os.close(prog)
+        checks.append(_trial("tp_btf", tp_btf))
+
         def netfilter():
             if kernel_version() < (6, 4):
                 raise NetprobeError("needs kernel >= 6.4")
@@ -131,7 +143,7 @@ def run_doctor(as_json: bool = False) -> int:
     mech: list[Check] = []
     if root and have_bcc and (btf_ok or hdr):
         mech = mechanism_checks(kernel)
-    proven = {c.name for c in mech if c.ok} & {KPROBE, RAW_TRACEPOINT, NETFILTER}
+    proven = {c.name for c in mech if c.ok} & {KPROBE, TP_BTF, RAW_TRACEPOINT, NETFILTER}
     choices = [choose(s, _Proven(kernel, proven)) for s in STAGES] if mech else []
     usable = any(c.available for c in choices)
 

@@ -10,7 +10,7 @@ from functools import cached_property
 from pathlib import Path
 
 from . import btf as btfmod
-from .catalogue import KPROBE, NETFILTER, RAW_TRACEPOINT
+from .catalogue import KPROBE, NETFILTER, RAW_TRACEPOINT, TP_BTF
 from .errors import NetprobeError
 from .kallsyms import Kallsyms
 
@@ -73,6 +73,14 @@ class Kernel:
                 or self.kallsyms.probe_name("bpf_find_raw_tracepoint") is not None)
 
     @cached_property
+    def tp_btf(self) -> bool:
+        # BTF raw tracepoints (5.5) attach by the tracepoint's btf_trace_<event> typedef,
+        # which needs the kernel's BTF; whether this kernel lets such a program load (it is
+        # BPF_PROG_TYPE_TRACING, like fentry) shows at load time, and a refusal falls back
+        return bool(self.raw_tracepoints and self.btf
+                    and self.btf.has("btf_trace_netif_receive_skb", btfmod.TYPEDEF))
+
+    @cached_property
     def netfilter_links(self) -> bool:
         # BPF netfilter links arrived in 6.4 with struct bpf_nf_ctx
         return bool(self.btf and self.btf.has("bpf_nf_ctx", btfmod.STRUCT))
@@ -84,6 +92,8 @@ class Kernel:
             found.add(KPROBE)
         if self.raw_tracepoints:
             found.add(RAW_TRACEPOINT)
+        if self.tp_btf:
+            found.add(TP_BTF)
         if self.netfilter_links:
             found.add(NETFILTER)
         return frozenset(found)
@@ -109,6 +119,12 @@ class Kernel:
             return self.btf.has(f"btf_trace_{event}", btfmod.TYPEDEF)
         tf = tracefs()
         return bool(tf and (tf / "events" / category / event).is_dir())
+
+    def tracepoint_btf_id(self, name: str) -> int | None:
+        """The btf_trace_<event> typedef a tp_btf program for "category:event" is loaded for"""
+        if self.btf is None:
+            return None
+        return self.btf.type_id(f"btf_trace_{name.split(':')[1]}", btfmod.TYPEDEF)
 
     def first_param(self, function: str) -> str | None:
         if self.btf is None:

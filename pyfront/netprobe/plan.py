@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
-from .catalogue import KPROBE, NDO_START_XMIT, NETFILTER, RAW_TRACEPOINT, Candidate, Hook, Stage
+from .catalogue import (KPROBE, NDO_START_XMIT, NETFILTER, RAW_TRACEPOINT, TP_BTF, Candidate, Hook,
+                        Stage)
 
 
 class KernelFacts(Protocol):
@@ -51,7 +52,7 @@ class Choice:
         return f"{self.candidate.mechanism} {text}"
 
 
-def _resolve(hook: Hook, mechanism: str, facts: KernelFacts) -> tuple[str | None, str]:
+def resolve(hook: Hook, mechanism: str, facts: KernelFacts) -> tuple[str | None, str]:
     """(target, '') or (None, why)"""
     if mechanism == KPROBE:
         if hook.targets == (NDO_START_XMIT,):
@@ -64,7 +65,7 @@ def _resolve(hook: Hook, mechanism: str, facts: KernelFacts) -> tuple[str | None
                 return None, f"{name}() takes {facts.first_param(name)}, not {hook.first_param}"
             return sym, ""
         return None, f"no kernel function {' / '.join(hook.targets)} (inlined or absent)"
-    if mechanism == RAW_TRACEPOINT:
+    if mechanism in (RAW_TRACEPOINT, TP_BTF):
         for tp in hook.targets:
             if facts.tracepoint_exists(tp):
                 return tp, ""
@@ -86,7 +87,7 @@ def choose(stage: Stage, facts: KernelFacts, prefer: Sequence[str] = ()) -> Choi
             continue
         attaches, missing = [], None
         for hook in cand.hooks:
-            target, why = _resolve(hook, cand.mechanism, facts)
+            target, why = resolve(hook, cand.mechanism, facts)
             if target is None:
                 if not hook.optional:
                     missing = why

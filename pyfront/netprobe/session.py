@@ -1,26 +1,28 @@
 """A running set of probes: compile → choose mechanisms → attach → read → detach.
 
-`ProbeSession` is a context manager; leaving it (normally, on an error, on Ctrl-C or on
-SIGTERM turned into SystemExit by the CLI) detaches every kprobe, tracepoint and netfilter
-link it made. If the process dies harder, the kernel drops them with its file descriptors.
+Compiling and loading happen in a child process (loader.py); this process holds the programs,
+maps and attachments as file descriptors and works them with system calls (bpfsys, bpfmaps).
+Every attachment is a descriptor — raw tracepoint and tp_btf links, kprobe perf events,
+netfilter links — so nothing outlives netprobe: `ProbeSession` is a context manager whose exit
+(normal, an error, Ctrl-C, SIGTERM turned into SystemExit by the CLI) closes them all, and a
+process that dies harder has the kernel close them.
 """
 from __future__ import annotations
 
-import atexit
-import ctypes
+import errno
 import os
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from . import bpfsys, netns
-from .catalogue import KPROBE, NDO_START_XMIT, NETFILTER, RAW_TRACEPOINT, STAGES, Stage
+from . import bpfmaps, bpfsys, loader, netns
+from .catalogue import KPROBE, NDO_START_XMIT, NETFILTER, RAW_TRACEPOINT, STAGES, TP_BTF, Stage
 from .devices import Device, WalkRecord, describe, xmit_functions
 from .errors import NetprobeError
 from .flowfilter import FlowFilter
 from .kernel import Kernel, ensure_tracefs
-from .plan import Attach, Choice, choose
+from .plan import Attach, Choice, choose, resolve
 from .program import Program, build
 
 CountKey = tuple[int, int, str]  # (netns inum, ifindex or 0, stage name)
@@ -63,12 +65,13 @@ class ProbeSession:
         self.namespaces: dict[int, netns.Netns] = {}
         self.warnings: list[str] = []
         self.started_at = 0.0
-        self._bpf = None
+        self._loaded: loader.Loaded | None = None
+        self._maps: dict[str, bpfmaps.Map] = {}
         self._lock = threading.RLock()
-        self._raw_tps: set[str] = set()
+        self._links: list[int] = []  # raw tracepoint / tp_btf links, kprobe perf events
+        self._tracepoints: set[tuple[str, str]] = set()  # (mechanism, event) attached
         self._kprobes: set[str] = set()
         self._xmit_syms: set[str] = set()  # driver xmit functions seen (kprobed or not)
-        self._nf_fns: dict[str, object] = {}
         self._nf_links: dict[int, list[int]] = {}   # netns inum -> link fds
         self._nf_failed: set[int] = set()
         self._walk_fd: int | None = None
@@ -88,37 +91,55 @@ class ProbeSession:
         self.close()
 
     def open(self) -> None:
-        try:
-            from bcc import BPF  # imported late: `netprobe --help` works without BCC
-        except ImportError:
-            raise NetprobeError("BCC's Python module is missing: install python3-bpfcc "
-                                "(make setup) and run netprobe with /usr/bin/python3") from None
-
+        if self.kernel.btf is None:
+            ensure_tracefs()  # where tracepoints are looked up without BTF
         self.program = self.build_program()
-        try:
-            self._bpf = BPF(text=self.program.text, cflags=list(self.program.cflags))
-        except Exception as e:  # BCC raises bare Exception with the compiler's message
-            raise NetprobeError(f"compiling probes: {str(e).strip().splitlines()[-1]}") from None
-        # clang/LLVM leave ~25 MB of freed heap behind; hand it back (glibc only)
-        try:
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-        except (OSError, AttributeError):
-            pass
+        self._loaded = loader.load(self.program.text, list(self.program.cflags), self._prog_specs())
+        for name, (fd, key, leaf) in self._loaded.maps.items():
+            self._maps[name] = bpfmaps.Map(fd, bpfmaps.ctype_from_desc(key),
+                                           bpfmaps.ctype_from_desc(leaf))
         if self.program.layout_source != "BTF":
             self.warnings.append("no BTF on this kernel: struct layouts come from the installed "
                                  "kernel headers, which must match the running kernel")
-        try:
-            self._walk_fd = self._bpf.load_func("netdev_walk", BPF.RAW_TRACEPOINT).fd
-        except Exception as e:
-            raise NetprobeError(f"loading BPF programs: {str(e).strip()} "
+        if "netdev_walk" not in self._loaded.progs:
+            raise NetprobeError(f"loading BPF programs: {self._loaded.errors.get('netdev_walk')} "
                                 "(is BPF disabled, e.g. kernel.unprivileged_bpf_disabled or "
-                                "a lockdown?)") from None
-        if KPROBE in self.kernel.mechanisms:
-            ensure_tracefs()
+                                "a lockdown?)")
+        self._walk_fd = self._loaded.progs["netdev_walk"]
         for stage in self.stages:
             self.status[stage.name] = self._attach_stage(stage)
         self.refresh()
         self.started_at = time.monotonic()
+
+    def _prog_specs(self) -> list[loader.ProgSpec]:
+        """Every program an attach may ask for: each hook of each candidate whose mechanism
+        this kernel has, so that a fallback needs no second compile."""
+        specs = {"netdev_walk": loader.ProgSpec("netdev_walk", "netdev_walk",
+                                                bpfsys.BPF_PROG_TYPE_RAW_TRACEPOINT)}
+        for stage in self.stages:
+            for cand in stage.candidates:
+                if cand.mechanism not in self.kernel.mechanisms:
+                    continue
+                for hook in cand.hooks:
+                    if cand.mechanism == TP_BTF:
+                        target, _ = resolve(hook, TP_BTF, self.kernel)
+                        btf_id = target and self.kernel.tracepoint_btf_id(target)
+                        if btf_id:
+                            key = _prog_key(TP_BTF, hook.fn, target)
+                            specs[key] = loader.ProgSpec(key, hook.fn,
+                                                         bpfsys.BPF_PROG_TYPE_TRACING,
+                                                         bpfsys.BPF_TRACE_RAW_TP, btf_id)
+                    else:
+                        ptype, atype = _PROG_TYPES[cand.mechanism]
+                        specs[hook.fn] = loader.ProgSpec(hook.fn, hook.fn, ptype, atype)
+        return list(specs.values())
+
+    def _prog(self, mechanism: str, fn: str, target: str = "") -> int:
+        key = _prog_key(mechanism, fn, target)
+        if key not in self._loaded.progs:
+            raise OSError(errno.EINVAL, f"{fn} did not load: "
+                                        f"{self._loaded.errors.get(key, 'not compiled')}")
+        return self._loaded.progs[key]
 
     def build_program(self) -> Program:
         """The C to load; the benchmark's floor (empty programs on the same hooks) overrides it."""
@@ -126,19 +147,14 @@ class ProbeSession:
 
     def close(self) -> None:
         with self._lock:
-            for fds in self._nf_links.values():
-                for fd in fds:
-                    os.close(fd)
+            for fd in [*self._links, *(fd for fds in self._nf_links.values() for fd in fds)]:
+                os.close(fd)
+            self._links.clear()
             self._nf_links.clear()
-            if self._bpf is not None:
-                bpf, self._bpf = self._bpf, None
-                # BCC also registers cleanup() with atexit, where a failure would print a
-                # traceback after netprobe has already said what it had to
-                atexit.unregister(bpf.cleanup)
-                try:
-                    bpf.cleanup()
-                except Exception as e:  # a probe the kernel already dropped
-                    self.warnings.append(f"detaching: {e}")
+            self._maps.clear()
+            if self._loaded is not None:
+                self._loaded.close()
+                self._loaded = None
 
     # -- attaching -----------------------------------------------------------------------
     def _attach_stage(self, stage: Stage) -> StageStatus:
@@ -155,37 +171,32 @@ class ProbeSession:
                 return StageStatus(choice, errors)
             except OSError as e:
                 errors.append(f"{choice.mechanism}: {e.strerror or e}")
-            except Exception as e:  # BCC's attach_* raise bare Exception
-                errors.append(f"{choice.mechanism}: {str(e).strip()}")
             removed.add(choice.mechanism)
 
     def _attach(self, a: Attach) -> None:
-        from bcc import BPF
-
-        if a.mechanism == RAW_TRACEPOINT:
+        if a.mechanism in (RAW_TRACEPOINT, TP_BTF):
             event = a.target.split(":")[1]
-            if event not in self._raw_tps:
-                self._bpf.attach_raw_tracepoint(tp=event, fn_name=a.fn)
-                self._raw_tps.add(event)
+            if (a.mechanism, event) not in self._tracepoints:
+                prog = self._prog(a.mechanism, a.fn, a.target)
+                self._links.append(bpfsys.raw_tracepoint_open(
+                    prog, event if a.mechanism == RAW_TRACEPOINT else None))
+                self._tracepoints.add((a.mechanism, event))
         elif a.mechanism == KPROBE:
             if a.target != NDO_START_XMIT:  # those follow the devices, in refresh()
                 self._attach_kprobe(a.target, a.fn)
         elif a.mechanism == NETFILTER:
-            if a.fn not in self._nf_fns:
-                self._nf_fns[a.fn] = self._bpf.load_func(
-                    a.fn, bpfsys.BPF_PROG_TYPE_NETFILTER, None, bpfsys.BPF_NETFILTER)
             # links are per namespace: made for the netprobe's own one now, the rest in refresh()
             own = os.stat("/proc/thread-self/ns/net").st_ino
             self._nf_links.setdefault(own, []).append(self._nf_link(a))
 
     def _attach_kprobe(self, symbol: str, fn: str) -> None:
         if symbol not in self._kprobes:
-            self._bpf.attach_kprobe(event=symbol, fn_name=fn)
+            self._links.append(bpfsys.kprobe_attach(self._prog(KPROBE, fn), symbol))
             self._kprobes.add(symbol)
 
     def _nf_link(self, a: Attach) -> int:
         family, hook = a.target.split(":")
-        return bpfsys.netfilter_link(self._nf_fns[a.fn].fd, family, hook)
+        return bpfsys.netfilter_link(self._prog(NETFILTER, a.fn), family, hook)
 
     def _nf_attaches(self) -> list[Attach]:
         return [a for st in self.status.values() for a in st.choice.attaches
@@ -231,11 +242,11 @@ class ProbeSession:
                 bpfsys.test_run(self._walk_fd)
             except OSError as e:
                 raise NetprobeError(f"listing devices of netns {ns.name}: {e.strerror}") from None
-        n = self._bpf["netdev_count"][ctypes.c_int(0)].value
-        table = self._bpf["netdev_table"]
+        n = self._maps["netdev_count"][0].value
+        table = self._maps["netdev_table"]
         out = []
         for i in range(n):
-            r = table[ctypes.c_int(i)]
+            r = table[i]
             rec = WalkRecord(r.netns, r.ifindex, r.flags, bool(r.physical), r.name.decode(errors="replace"),
                              r.kind.decode(errors="replace"), r.driver.decode(errors="replace"), r.xmit,
                              r.addr)
@@ -276,27 +287,27 @@ class ProbeSession:
                 continue
             try:
                 self._attach_kprobe(name, fn)
-            except Exception as e:
-                self.warnings.append(f"driver_xmit: kprobe on {sym} failed: {e}")
+            except OSError as e:
+                self.warnings.append(f"driver_xmit: kprobe on {sym} failed: {e.strerror or e}")
                 continue
             st.choice.attaches.append(Attach(KPROBE, name, fn))
 
     def _new_epoch(self, vanished: list[Device]) -> None:
         """Tell the probes' per-CPU slots (probes/netprobe.h) that devices changed: each slot
         re-reads its owner's identity once, and slots of vanished devices may be taken back."""
-        released = self._bpf["released"]
+        released = self._maps["released"]
         for d in vanished:
             if d.addr:
                 try:
-                    released[ctypes.c_uint64(d.addr)] = ctypes.c_uint8(1)
-                except Exception:  # full: that slot just stays taken (counts still go to the hash)
+                    released[d.addr] = released.value_type(1)
+                except OSError:  # full: that slot just stays taken (counts still go to the hash)
                     pass
                 self._released.add(d.addr)
-        ep = self._bpf["epoch"]
-        ep[ctypes.c_int(0)] = ctypes.c_uint64(ep[ctypes.c_int(0)].value + 1)
+        ep = self._maps["epoch"]
+        ep[0] = ep.value_type(ep[0].value + 1)
 
     def _forget(self, keys: set[tuple[int, int]]) -> None:
-        table = self._bpf["counts"]
+        table = self._maps["counts"]
         for k in list(table.keys()):
             if (k.netns, k.ifindex) in keys:
                 try:
@@ -316,12 +327,12 @@ class ProbeSession:
                 p0, b0 = values.get(key, (0, 0))
                 values[key] = (p0 + pk, b0 + by)
 
-            for k, per_cpu in self._bpf["counts"].items():
+            for k, per_cpu in self._maps["counts"].items():
                 add(k.netns, k.ifindex, k.stage, sum(v.packets for v in per_cpu),
                     sum(v.bytes for v in per_cpu))
             owner = {(d.netns, d.ifindex): d.addr for d in self.devices.values()}
             current = {d.addr: (d.netns, d.ifindex) for d in self.devices.values()}
-            for per_cpu in self._bpf["slots"].values():
+            for per_cpu in self._maps["slots"].values():
                 for slot in per_cpu:
                     if not slot.dev:
                         continue
@@ -338,15 +349,31 @@ class ProbeSession:
                     for i in range(len(STAGES)):
                         if slot.v[i].packets:
                             add(slot.netns, slot.ifindex, i, slot.v[i].packets, slot.v[i].bytes)
-            for per_cpu in self._bpf["net_slots"].values():
+            for per_cpu in self._maps["net_slots"].values():
                 for slot in per_cpu:
                     if slot.net and slot.netns in self.namespaces:
                         for i in range(len(STAGES)):
                             if slot.v[i].packets:
                                 add(slot.netns, 0, i, slot.v[i].packets, slot.v[i].bytes)
-            dropped = sum(self._bpf["dropped"][ctypes.c_int(0)])
+            dropped = sum(v.value for v in self._maps["dropped"][0])
             return Counts(time.monotonic(), values, dropped)
+
+    def map(self, name: str) -> bpfmaps.Map:
+        """One of the probes' maps, by its name in probes/ (tests and the benchmark look in)"""
+        return self._maps[name]
 
     def mechanisms(self) -> dict[str, str]:
         """stage name -> 'raw_tracepoint net:net_dev_queue' and the like."""
         return {name: st.choice.describe() for name, st in self.status.items()}
+
+
+_PROG_TYPES = {  # mechanism -> (program type, expected attach type)
+    KPROBE: (bpfsys.BPF_PROG_TYPE_KPROBE, -1),
+    RAW_TRACEPOINT: (bpfsys.BPF_PROG_TYPE_RAW_TRACEPOINT, -1),
+    NETFILTER: (bpfsys.BPF_PROG_TYPE_NETFILTER, bpfsys.BPF_NETFILTER),
+}
+
+
+def _prog_key(mechanism: str, fn: str, target: str) -> str:
+    # a tp_btf program is bound to its tracepoint at load time: one per tracepoint
+    return f"{fn}@{target.split(':')[1]}" if mechanism == TP_BTF else fn

@@ -1,8 +1,10 @@
 """Real probes, real namespaces, real traffic: counts checked against what the kernel says."""
 import subprocess
+from contextlib import contextmanager
 
 import pytest
 
+from netprobe.catalogue import RAW_TRACEPOINT, TP_BTF
 from netprobe.flowfilter import FlowFilter
 from netprobe.session import ProbeSession
 from netprobe.topology import VethPair, link_stats
@@ -31,10 +33,28 @@ def send(kind, server, port, client_ns=None, server_ns=None):
         assert got == 20000
 
 
-@pytest.fixture(scope="module")
-def filtered(bpf_ok):
+# The tracepoint stages' two programs: tp_btf (typed loads; the default where BTF allows)
+# and the plain raw tracepoint (probe reads; kernels without tp_btf) must count alike.
+TRACEPOINT_MECHANISMS = [TP_BTF, RAW_TRACEPOINT]
+
+
+@contextmanager
+def _session(mechanism, **kw):
+    with ProbeSession(prefer=(mechanism,), **kw) as s:
+        assert s.status["dev_queue_xmit"].choice.mechanism == mechanism, s.mechanisms()
+        yield s
+
+
+@pytest.fixture(scope="module", params=TRACEPOINT_MECHANISMS)
+def filtered(bpf_ok, request):
     """A netprobe that counts only our test port, so the host's other traffic cannot leak in."""
-    with ProbeSession(flow=FlowFilter(port=PORT)) as s:
+    with _session(request.param, flow=FlowFilter(port=PORT)) as s:
+        yield s
+
+
+@pytest.fixture(scope="module", params=TRACEPOINT_MECHANISMS)
+def each_mechanism(bpf_ok, request):
+    with _session(request.param) as s:
         yield s
 
 
@@ -87,7 +107,8 @@ def test_flow_to_the_veth_peer_goes_through_veth_xmit_not_lo(filtered, veth, kin
             assert delta(before, after, lo.netns, lo.ifindex, stage) == 0
 
 
-def test_count_equals_the_kernels_own_counters_on_a_quiet_device(session):
+def test_count_equals_the_kernels_own_counters_on_a_quiet_device(each_mechanism):
+    session = each_mechanism
     with VethPair.create() as pair:
         for h in (pair.a, pair.b):
             # no IPv6 on this pair: no router solicitations or MLD reports arrive unasked

@@ -1,5 +1,5 @@
 """Mechanism choice per stage, on made-up kernels."""
-from netprobe.catalogue import BY_NAME, KPROBE, NETFILTER, RAW_TRACEPOINT, STAGES
+from netprobe.catalogue import BY_NAME, KPROBE, NETFILTER, RAW_TRACEPOINT, STAGES, TP_BTF
 from netprobe.plan import choose, choose_all
 
 
@@ -34,6 +34,26 @@ def test_no_kprobes_uses_tracepoints_and_netfilter():
     assert choices["l4_rcv"].describe() == "netfilter ipv4:LOCAL_IN, ipv6:LOCAL_IN"
     assert all(c.available for c in choices.values())
     assert choices["ip_rcv"].passed_over == ["kprobe: not usable on this kernel"]
+
+
+def test_btf_kernel_without_kprobes_takes_tp_btf_then_raw_tracepoints():
+    facts = Facts({TP_BTF, RAW_TRACEPOINT, NETFILTER})
+    choices = {c.stage.name: c for c in choose_all(STAGES, facts)}
+    assert choices["dev_queue_xmit"].describe() == "tp_btf net:net_dev_queue"
+    assert [a.fn for a in choices["driver_rx"].attaches] == ["driver_rx__tp_btf"] * 2
+    assert [a.fn for a in choices["udp_sendmsg"].attaches] == ["l4_send__tp_btf"]
+    assert choices["ip_rcv"].mechanism == NETFILTER
+    # the same stage on a kernel that refused tp_btf: the plain raw tracepoint program
+    c = choose(BY_NAME["dev_queue_xmit"], Facts({RAW_TRACEPOINT, NETFILTER}))
+    assert [a.fn for a in c.attaches] == ["dev_queue_xmit__raw_tp"]
+
+
+def test_every_tracepoint_stage_has_both_programs_in_probes():
+    from netprobe.paths import probes_dir
+    c_text = "".join(p.read_text() for p in probes_dir().glob("*.c"))
+    fns = {h.fn for s in STAGES for c in s.candidates if c.mechanism in (TP_BTF, RAW_TRACEPOINT)
+           for h in c.hooks}
+    assert fns and all(f"int {fn}(" in c_text for fn in fns)
 
 
 def test_kprobe_kernel_uses_kprobes_and_btf_picks_the_skb_argument():

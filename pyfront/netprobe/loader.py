@@ -1,0 +1,217 @@
+"""Compiling and loading in a child process, so that netprobe never maps LLVM.
+
+BCC compiles in-process with clang/LLVM: ~200 MB of resident memory that stays after the
+compile (LLVM's touched pages and the compiler's kept state). netprobe runs for days as an
+exporter, so the compile happens in a child (`python -m netprobe.loader`): it compiles the
+program, loads each program the plan may attach and sends the program and map file
+descriptors back over a unix socket, then exits. The kernel keeps every program and map alive
+through the descriptors the parent now holds; the parent attaches (bpfsys) and reads the maps
+(bpfmaps) with plain system calls.
+
+The parent asks with one JSON message: {"text", "cflags", "progs": [{"key", "fn", "type",
+"attach_type", "btf_id"}]}; the child answers with one JSON message and the fds:
+{"maps": {name: {"fd": i, "key": desc, "leaf": desc}}, "progs": {key: {"fd": i} or {"error":
+text}}} or {"error": text} — `i` indexes the fds sent along, `desc` is BCC's description of a
+table's C type (bpfmaps.ctype_from_desc).
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import bpfsys
+from .errors import NetprobeError
+
+_MAX_FDS = 250  # SCM_RIGHTS carries at most 253 descriptors per message
+
+
+@dataclass(frozen=True)
+class ProgSpec:
+    """One program to load: `key` names it in the answer (a tp_btf program is loaded once per
+    tracepoint, so its key carries the event)."""
+    key: str
+    fn: str
+    type: int
+    attach_type: int = -1
+    btf_id: int = 0
+
+
+@dataclass
+class Loaded:
+    maps: dict[str, tuple[int, object, object]] = field(default_factory=dict)  # fd, key, leaf
+    progs: dict[str, int] = field(default_factory=dict)     # key -> fd
+    errors: dict[str, str] = field(default_factory=dict)    # key -> why it did not load
+
+    def close(self) -> None:
+        for fd in [*self.progs.values(), *(m[0] for m in self.maps.values())]:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.progs.clear()
+        self.maps.clear()
+
+
+# -- parent side -------------------------------------------------------------------------
+def load(text: str, cflags: list[str], progs: list[ProgSpec]) -> Loaded:
+    request = json.dumps({"text": text, "cflags": cflags,
+                          "progs": [p.__dict__ for p in progs]}).encode()
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    env = dict(os.environ)
+    package_root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    try:
+        child = subprocess.Popen([sys.executable, "-m", "netprobe.loader", str(theirs.fileno())],
+                                 pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL)
+    except OSError as e:
+        ours.close()
+        theirs.close()
+        raise NetprobeError(f"starting the BPF compiler process: {e.strerror}") from None
+    theirs.close()
+    try:
+        with ours:
+            _send(ours, request, [])
+            answer, fds = _receive(ours)
+    except BaseException:  # Ctrl-C or SIGTERM while compiling: the compile is not waited for
+        child.kill()
+        raise
+    finally:
+        child.wait()
+    if answer is None:
+        raise NetprobeError(f"the BPF compiler process died (exit status {child.returncode})")
+    if "error" in answer:
+        for fd in fds:
+            os.close(fd)
+        raise NetprobeError(answer["error"])
+    out = Loaded()
+    for name, m in answer["maps"].items():
+        out.maps[name] = (fds[m["fd"]], m["key"], m["leaf"])
+    for key, p in answer["progs"].items():
+        if "fd" in p:
+            out.progs[key] = fds[p["fd"]]
+        else:
+            out.errors[key] = p["error"]
+    return out
+
+
+# -- the wire: a length-prefixed JSON message, then the fds in batches ------------------
+def _send(sock: socket.socket, payload: bytes, fds: list[int]) -> None:
+    sock.sendall(struct.pack("=II", len(payload), len(fds)) + payload)
+    for i in range(0, len(fds), _MAX_FDS):
+        socket.send_fds(sock, [b"F"], fds[i:i + _MAX_FDS])
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
+    buf = b""
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    return buf
+
+
+def _receive(sock: socket.socket) -> tuple[dict | None, list[int]]:
+    head = _recv_exact(sock, 8)
+    if head is None:
+        return None, []
+    size, nfds = struct.unpack("=II", head)
+    body = _recv_exact(sock, size)
+    if body is None:
+        return None, []
+    fds: list[int] = []
+    while len(fds) < nfds:
+        _, got, _, _ = socket.recv_fds(sock, 1, min(_MAX_FDS, nfds - len(fds)))
+        if not got:
+            return None, fds
+        fds += got
+    return json.loads(body), fds
+
+
+# -- child side --------------------------------------------------------------------------
+def _compile_and_load(request: dict) -> tuple[dict, list[int]]:
+    try:
+        from bcc import BPF, lib
+    except ImportError:
+        return {"error": "BCC's Python module is missing: install python3-bpfcc (make setup) "
+                         "and run netprobe with /usr/bin/python3"}, []
+    # clang writes its diagnostics to stderr: kept, so that a failure names its first error
+    # in one line and a success does not print the compiler's warnings at the user
+    with tempfile.TemporaryFile() as diag:
+        saved = os.dup(2)
+        os.dup2(diag.fileno(), 2)
+        try:
+            b = BPF(text=request["text"], cflags=request["cflags"])
+        except Exception as e:  # BCC raises bare Exception("Failed to compile BPF module")
+            diag.seek(0)
+            errors = [ln for ln in diag.read().decode(errors="replace").splitlines()
+                      if "error:" in ln]
+            why = errors[0] if errors else str(e).strip().splitlines()[-1]
+            return {"error": f"compiling probes: {why}"}, []
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+    # BCC's Python binding does not declare these two; without it the name pointer is cut to
+    # an int
+    lib.bpf_num_tables.restype, lib.bpf_num_tables.argtypes = ctypes.c_ulonglong, [ctypes.c_void_p]
+    lib.bpf_table_name.restype = ctypes.c_char_p
+    lib.bpf_table_name.argtypes = [ctypes.c_void_p, ctypes.c_ulonglong]
+    fds: list[int] = []
+    maps = {}
+    for i in range(lib.bpf_num_tables(b.module)):
+        name = lib.bpf_table_name(b.module, i)
+        maps[name.decode()] = {"fd": len(fds), "key": json.loads(lib.bpf_table_key_desc(b.module, name)),
+                               "leaf": json.loads(lib.bpf_table_leaf_desc(b.module, name))}
+        fds.append(lib.bpf_table_fd(b.module, name))
+    progs = {}
+    for p in request["progs"]:
+        try:
+            if p["type"] == bpfsys.BPF_PROG_TYPE_TRACING:
+                fd = bpfsys.load_tp_btf(b.dump_func(p["fn"]), p["fn"], p["btf_id"])
+            else:
+                fd = b.load_func(p["fn"], p["type"], None, p["attach_type"]).fd
+        except OSError as e:
+            progs[p["key"]] = {"error": e.strerror or str(e)}
+            continue
+        except Exception as e:  # BCC's load_func raises bare Exception with the verifier's words
+            progs[p["key"]] = {"error": str(e).strip().splitlines()[-1] if str(e).strip() else
+                               type(e).__name__}
+            continue
+        progs[p["key"]] = {"fd": len(fds)}
+        fds.append(fd)
+    return {"maps": maps, "progs": progs}, fds
+
+
+def _child(sock_fd: int) -> None:
+    # die with the parent, and leave Ctrl-C to it: the parent reports, the child just goes
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sock = socket.socket(fileno=sock_fd)
+    head = _recv_exact(sock, 8)
+    if head is None:
+        return
+    size, _ = struct.unpack("=II", head)
+    request = json.loads(_recv_exact(sock, size) or b"{}")
+    answer, fds = _compile_and_load(request)
+    _send(sock, json.dumps(answer).encode(), fds)
+
+
+if __name__ == "__main__":
+    try:
+        _child(int(sys.argv[1]))
+    except Exception as e:  # the parent says the child died; this says why, in one line
+        print(f"netprobe loader: {type(e).__name__}: {e}", file=sys.stderr)
+        os._exit(1)
+    sys.stdout.flush()
+    # not sys.exit: BCC's atexit cleanup would close what the parent now holds (harmless,
+    # the kernel keeps them) and LLVM's teardown only costs time
+    os._exit(0)
