@@ -1,50 +1,14 @@
 """`netprobe`: the command line. Each command's docstring is its help."""
 from __future__ import annotations
 
-import json
-import signal
 import sys
-import time
-from datetime import datetime, timezone
 
 import click
 
 from . import __version__
-from .catalogue import MECHANISMS
+from .cli_options import _sigterm_exits, flow_options, make_flow, prefer_order
 from .errors import NetprobeError
-from .flowfilter import PROTOCOLS, FlowFilter
 from .report import DeviceSelector
-
-PREFER_CHOICES = ("kprobe", "tp_btf", "raw_tracepoint", "tracepoint", "netfilter")
-
-
-def flow_options(f):
-    """--proto/--port/--host and --device/--exclude-device, shared by watch and export."""
-    f = click.option("--exclude-device", "exclude_device", multiple=True, metavar="GLOB",
-                     help="Hide devices whose name matches (repeatable).")(f)
-    f = click.option("--device", "device", multiple=True, metavar="GLOB",
-                     help="Show only devices whose name matches, e.g. 'lo' or 'veth*' (repeatable).")(f)
-    f = click.option("--host", metavar="ADDR", help="Count only packets from or to this IPv4/IPv6 address.")(f)
-    f = click.option("--port", type=int, metavar="N", help="Count only TCP/UDP packets with this port on either side.")(f)
-    f = click.option("--proto", type=click.Choice(sorted(PROTOCOLS)), help="Count only this protocol.")(f)
-    f = click.option("--prefer", type=click.Choice(PREFER_CHOICES), multiple=True,
-                     help="Try this attach mechanism first for every stage (repeatable).")(f)
-    return f
-
-
-def make_flow(proto, port, host) -> FlowFilter:
-    return FlowFilter(proto, port, host)
-
-
-def prefer_order(prefer) -> tuple[str, ...]:
-    return tuple("raw_tracepoint" if p == "tracepoint" else p for p in prefer)
-
-
-def _sigterm_exits() -> None:
-    """SIGTERM unwinds like Ctrl-C, so every probe is detached on the way out."""
-    def handler(signum, frame):
-        raise SystemExit(0)
-    signal.signal(signal.SIGTERM, handler)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -123,6 +87,6 @@ def main() -> None:
         sys.exit(0)
     except SystemExit:
         raise
-    except Exception as e:  # BCC raises bare Exception; a person still gets one line
+    except Exception as e:  # a bug still gets one line, not a traceback
         click.echo(f"netprobe: error: {type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}", err=True)
         sys.exit(1)

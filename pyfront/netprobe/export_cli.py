@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .cli import _sigterm_exits, flow_options, make_flow, prefer_order
+from .cli_options import _sigterm_exits, flow_options, make_flow, prefer_order
 from .exporter import DEFAULT_LISTEN, parse_listen_address
 from .report import DeviceSelector
 

@@ -51,7 +51,7 @@ def prove(peer, peer_port, peer_proto, prefer, as_json, ready_file, ebpf):
     3. across a NIC (the veth, or --peer). Prints a verdict per case and exits non-zero when a
     claim does not hold. Everything it builds is removed on exit, also on Ctrl-C or SIGTERM.
     """
-    from .cli import prefer_order
+    from .cli_options import prefer_order
     from .flowfilter import FlowFilter
     from .prove import Peer
 
