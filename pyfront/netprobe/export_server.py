@@ -7,6 +7,7 @@ on Ctrl-C or SIGTERM stop serving, then detach everything.
 """
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import platform
 import socket
@@ -55,7 +56,8 @@ class SessionCollector:
     def scrape(self) -> Scrape:
         with self._lock:
             start = time.monotonic()
-            # BCC raises bare Exception; a failed scrape is counted and reported, never fatal
+            # a failed scrape (a map read, a namespace that vanished mid-walk) is counted and
+            # reported, never fatal
             try:
                 self.session.refresh()
             except Exception as e:
@@ -70,7 +72,8 @@ class SessionCollector:
             self._netns_names = stable_netns_names(
                 self._netns_names, {ns.inum: ns.name for ns in self.session.namespaces.values()})
             return Scrape(counts, dict(self.session.devices), dict(self._netns_names),
-                          self.stages(), dict(self._errors), time.monotonic() - start)
+                          self.stages(), dict(self._errors), time.monotonic() - start,
+                          self.session.netfilter_unattached())
 
     def collect(self):
         return families(self.scrape(), self.build, self.selector)
@@ -82,10 +85,11 @@ def _one_line(e: BaseException) -> str:
 
 
 def build_info(flow: FlowFilter) -> BuildInfo:
+    # from the package's metadata: importing bcc would map libbcc and LLVM into the exporter,
+    # which leaves compiling to a child process (loader.py) so as never to hold them
     try:
-        import bcc
-        bcc_version = getattr(bcc, "__version__", "unknown")
-    except ImportError:
+        bcc_version = importlib.metadata.version("bcc")
+    except importlib.metadata.PackageNotFoundError:
         bcc_version = "none"
     return BuildInfo(__version__, platform.python_version(), bcc_version, platform.release(),
                      flow.describe())

@@ -100,6 +100,12 @@ READ_ERRORS = MetricSpec(
     "netprobe_map_read_errors_total", COUNTER,
     "Scrapes whose device refresh or counts-map read failed, by operation.",
     ("operation",))
+NETNS_UNPROBED = MetricSpec(
+    "netprobe_netns_unprobed", GAUGE,
+    "1 for a network namespace where the netfilter stages (ip_output, ip_rcv, l4_rcv on "
+    "kernels without kprobes) could not be attached: its packets are missing from them. The "
+    "exporter's log says why.",
+    ("netns",))
 SCRAPE_SECONDS = MetricSpec(
     "netprobe_scrape_duration_seconds", GAUGE,
     "Time this scrape spent refreshing devices and reading the BPF maps.")
@@ -113,7 +119,8 @@ EXPORTER_INFO = MetricSpec(
     ("flow_filter", "kernel"))
 
 METRICS: tuple[MetricSpec, ...] = (SKBS, SKB_BYTES, L4_CALLS, L4_BYTES, DEVICE_INFO,
-                                   STAGE_ATTACHED, MAP_FULL, READ_ERRORS, SCRAPE_SECONDS,
+                                   STAGE_ATTACHED, NETNS_UNPROBED, MAP_FULL, READ_ERRORS,
+                                   SCRAPE_SECONDS,
                                    BUILD_INFO, EXPORTER_INFO)
 
 
@@ -145,6 +152,7 @@ class Scrape:
     stages: Sequence[StageState]
     read_errors: Mapping[str, int]  # cumulative, per READ_OPERATIONS entry
     seconds: float
+    unprobed_netns: Sequence[int] = ()  # namespaces without the netfilter stages' links
 
 
 def netns_label(inum: int, names: Mapping[int, str]) -> str:
@@ -190,6 +198,8 @@ def families(scrape: Scrape, build: BuildInfo,
     for s in scrape.stages:
         add(STAGE_ATTACHED, [s.stage.name, s.stage.layer, s.stage.direction, s.mechanism],
             1 if s.attached else 0)
+    for inum in sorted(scrape.unprobed_netns):
+        add(NETNS_UNPROBED, [netns_label(inum, names)], 1)
     for op in READ_OPERATIONS:
         add(READ_ERRORS, [op], scrape.read_errors.get(op, 0))
     add(SCRAPE_SECONDS, [], scrape.seconds)

@@ -220,6 +220,7 @@ class ProbeSession:
                     continue  # the namespace vanished while we looked
                 if ns.inum not in self._nf_links and ns.inum not in self._nf_failed:
                     self._attach_nf_in(ns)
+            self._nf_failed &= set(self.namespaces)  # an inode number may be reused
             for inum in list(self._nf_links):
                 if inum not in self.namespaces:
                     for fd in self._nf_links.pop(inum):
@@ -357,6 +358,13 @@ class ProbeSession:
                                 add(slot.netns, 0, i, slot.v[i].packets, slot.v[i].bytes)
             dropped = sum(v.value for v in self._maps["dropped"][0])
             return Counts(time.monotonic(), values, dropped)
+
+    def netfilter_unattached(self) -> list[int]:
+        """Namespaces (inode numbers) where the netfilter stages' links could not be made"""
+        if not self._nf_attaches():
+            return []
+        with self._lock:
+            return sorted(self._nf_failed)
 
     def map(self, name: str) -> bpfmaps.Map:
         """One of the probes' maps, by its name in probes/ (tests and the benchmark look in)"""

@@ -122,6 +122,16 @@ def test_map_full_drops_and_read_errors():
     assert value(smp, "netprobe_map_read_errors_total", operation="refresh") == 0
 
 
+def test_namespaces_without_netfilter_links_are_named():
+    s = scrape()
+    assert names_with(samples(families(s, BUILD)), "netprobe_netns_unprobed") == []
+    s = Scrape(s.counts, s.devices, s.netns_names, s.stages, s.read_errors, s.seconds,
+               unprobed_netns=[NS2])
+    smp = samples(families(s, BUILD))
+    assert names_with(smp, "netprobe_netns_unprobed") == [{"netns": "blue"}]
+    assert value(smp, "netprobe_netns_unprobed", netns="blue") == 1
+
+
 def test_a_failed_read_exports_no_counts_but_everything_else():
     fams = families(scrape(counts=None, errors={"read": 1}), BUILD)
     smp = samples(fams)

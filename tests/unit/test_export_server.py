@@ -26,7 +26,7 @@ BUILD = BuildInfo("0.1.0", "3.11.2", "0.26.0", "6.18.0", "all traffic")
 
 class FakeSession:
     """What SessionCollector uses of a ProbeSession: status, stages, namespaces, devices,
-    refresh() and read(). Each read counts one more packet on lo."""
+    refresh(), read() and netfilter_unattached(). Each read counts one more packet on lo."""
 
     def __init__(self, fail_refresh=False, fail_read=False):
         self.stages = STAGES
@@ -38,6 +38,9 @@ class FakeSession:
         self.packets = 0
         self.in_use = 0
         self.overlapped = False
+
+    def netfilter_unattached(self):
+        return []
 
     def refresh(self):
         self.in_use += 1
