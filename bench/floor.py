@@ -1,6 +1,7 @@
 """The floor of the benchmark: netprobe's own session (same stages, same hooks, same
 per-namespace netfilter links) with every hook's body emptied, so what it costs is what the
-attach mechanisms alone cost. Run as a process: `python bench/floor.py READY_FILE`."""
+attach mechanisms alone cost. Run as a process: `python bench/floor.py READY_FILE [STAGE,...]`
+(a subset of stages splits the floor by mechanism)."""
 from __future__ import annotations
 
 import re
@@ -11,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pyfront"))
 
-from netprobe.catalogue import NETFILTER, STAGES  # noqa: E402
+from netprobe.catalogue import BY_NAME, NETFILTER, STAGES  # noqa: E402
 from netprobe.program import Program  # noqa: E402
 from netprobe.session import ProbeSession  # noqa: E402
 
@@ -36,7 +37,8 @@ class FloorSession(ProbeSession):
 
 def main() -> None:
     signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
-    with FloorSession() as s:
+    stages = [BY_NAME[n] for n in sys.argv[2].split(",") if n] if len(sys.argv) > 2 else STAGES
+    with FloorSession(stages=stages) as s:
         Path(sys.argv[1]).write_text("ready")
         try:
             while True:
