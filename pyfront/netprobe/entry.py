@@ -1,0 +1,13 @@
+"""The `netprobe` command's entry point. It imports nothing at module level, so that Ctrl-C
+while netprobe is still loading its modules (click, rich, the catalogue) ends it as quietly as
+Ctrl-C does later, instead of with a traceback."""
+
+
+def main() -> None:
+    import sys
+
+    try:
+        from .cli import main as cli_main
+    except KeyboardInterrupt:
+        sys.exit(0)
+    cli_main()
