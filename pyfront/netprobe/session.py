@@ -165,13 +165,33 @@ class ProbeSession:
             if not choice.available:
                 choice.passed_over = errors + choice.passed_over
                 return StageStatus(choice, errors)
+            mark = self._mark()
             try:
                 for a in choice.attaches:
                     self._attach(a)
                 return StageStatus(choice, errors)
             except OSError as e:
+                # the hooks this choice did attach go too: kept, they would count the stage a
+                # second time beside the fallback's
+                self._undo(mark)
                 errors.append(f"{choice.mechanism}: {e.strerror or e}")
             removed.add(choice.mechanism)
+
+    def _mark(self):
+        return (len(self._links), set(self._tracepoints), set(self._kprobes),
+                {ns: len(fds) for ns, fds in self._nf_links.items()})
+
+    def _undo(self, mark) -> None:
+        n, self._tracepoints, self._kprobes, nf = mark
+        for fd in self._links[n:]:
+            os.close(fd)
+        del self._links[n:]
+        for ns in list(self._nf_links):
+            for fd in self._nf_links[ns][nf.get(ns, 0):]:
+                os.close(fd)
+            del self._nf_links[ns][nf.get(ns, 0):]
+            if not self._nf_links[ns]:
+                del self._nf_links[ns]
 
     def _attach(self, a: Attach) -> None:
         if a.mechanism in (RAW_TRACEPOINT, TP_BTF):

@@ -1,0 +1,39 @@
+"""A stage whose preferred mechanism attaches only part of its hooks falls back whole: the
+part that did attach is detached, so the stage is not counted twice."""
+import pytest
+
+from netprobe.catalogue import TP_BTF
+from netprobe.flowfilter import FlowFilter
+from netprobe.plan import Attach
+from netprobe.session import ProbeSession
+from netprobe.traffic import udp_flow
+
+PORT = 47101
+
+
+class _SecondHookRefused(ProbeSession):
+    """driver_rx's second tp_btf hook (napi_gro_receive_entry) fails to attach, after its
+    first (netif_rx, which loopback traffic takes) did."""
+
+    def _attach(self, a: Attach) -> None:
+        if a.mechanism == TP_BTF and a.target == "net:napi_gro_receive_entry":
+            raise OSError(1, "refused for the test")
+        super()._attach(a)
+
+
+def test_a_half_attached_choice_is_undone_before_the_fallback(bpf_ok):
+    with _SecondHookRefused(flow=FlowFilter(port=PORT)) as s:
+        st = s.status["driver_rx"]
+        if not any(e.startswith("tp_btf") for e in st.errors):
+            pytest.skip("no tp_btf on this kernel: nothing was half-attached")
+        assert st.choice.mechanism == "raw_tracepoint"
+        lo = next(d for d in s.devices.values() if d.name == "lo" and d.netns_name == "root")
+        before = s.read()
+        got = udp_flow(server_addr="127.0.0.1", port=PORT, count=40)
+        after = s.read()
+
+        def delta(stage):
+            key = (lo.netns, lo.ifindex, stage)
+            return after.values.get(key, (0, 0))[0] - before.values.get(key, (0, 0))[0]
+        assert got == 40
+        assert delta("driver_rx") == delta("driver_xmit") == 40
