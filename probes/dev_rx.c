@@ -22,8 +22,9 @@ int driver_rx__raw_tp(struct bpf_raw_tracepoint_args *ctx)
 }
 
 /* The same two tracepoints as BTF raw tracepoints (tp_btf): the skb is typed, so nothing is
- * read with bpf_probe_read_kernel. BCC 0.26 cannot load this program type; bench/tp_btf.py
- * does, to measure it (docs/OVERHEAD.md). The other `*__tp_btf` programs are the same. */
+ * read with bpf_probe_read_kernel. BCC 0.26 cannot load this program type; the loader child
+ * loads BCC's compiled instructions itself (bpfsys.load_tp_btf). The other `*__tp_btf`
+ * programs are the same. */
 int driver_rx__tp_btf(struct bpf_raw_tracepoint_args *ctx)
 {
     void *skb = NP_TP_ARG(void *, ctx, 0);

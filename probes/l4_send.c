@@ -28,23 +28,33 @@ struct np_sk_view {
 #define NP_SK_HI NP_MAX(OFF_SK_FAMILY + 2, OFF_SK_NET + 8)
 #endif
 
+/* The flow filter's fields of a socket, fetched by GET (netprobe.h): from the copied span or
+ * through a typed pointer */
+#define NP_SK_FILTER_FIELDS(v, GET, base)                                  \
+    do {                                                                   \
+        (v)->num = GET(u16, base, OFF_SK_NUM);                             \
+        (v)->dport = GET(u16, base, OFF_SK_DPORT);                         \
+        if ((v)->family == NP_AF_INET) {                                   \
+            (v)->s[0] = GET(u32, base, OFF_SK_RCV_SADDR);                  \
+            (v)->d[0] = GET(u32, base, OFF_SK_DADDR);                      \
+        } else {                                                           \
+            for (int i = 0; i < 4; i++) {                                  \
+                (v)->s[i] = GET(u32, base, OFF_SK_V6_RCV_SADDR + 4 * i);   \
+                (v)->d[i] = GET(u32, base, OFF_SK_V6_DADDR + 4 * i);       \
+            }                                                              \
+        }                                                                  \
+    } while (0)
+
 static __always_inline void np_sk_view(void *sk, struct np_sk_view *v)
 {
 #if defined(OFF_SK_NET) && NP_SK_HI - NP_SK_LO <= 256
     u64 buf[(NP_SK_HI - NP_SK_LO + 7) / 8];
     bpf_probe_read_kernel(buf, NP_SK_HI - NP_SK_LO, (char *)sk + NP_SK_LO);
-    v->family = NP_AT(u16, buf, NP_SK_LO, OFF_SK_FAMILY);
-    v->net = NP_AT(void *, buf, NP_SK_LO, OFF_SK_NET);
+#define NP_SK_SPAN(type, buf, off) NP_AT(type, buf, NP_SK_LO, off)
+    v->family = NP_SK_SPAN(u16, buf, OFF_SK_FAMILY);
+    v->net = NP_SK_SPAN(void *, buf, OFF_SK_NET);
 #ifdef NP_FILTERED
-    v->num = NP_AT(u16, buf, NP_SK_LO, OFF_SK_NUM);
-    v->dport = NP_AT(u16, buf, NP_SK_LO, OFF_SK_DPORT);
-    if (v->family == NP_AF_INET) {
-        v->s[0] = NP_AT(u32, buf, NP_SK_LO, OFF_SK_RCV_SADDR);
-        v->d[0] = NP_AT(u32, buf, NP_SK_LO, OFF_SK_DADDR);
-    } else {
-        __builtin_memcpy(v->s, &NP_AT(u32, buf, NP_SK_LO, OFF_SK_V6_RCV_SADDR), 16);
-        __builtin_memcpy(v->d, &NP_AT(u32, buf, NP_SK_LO, OFF_SK_V6_DADDR), 16);
-    }
+    NP_SK_FILTER_FIELDS(v, NP_SK_SPAN, buf);
 #endif
 #else
     NP_READ(v->family, sk, SK_FAMILY);
@@ -152,17 +162,7 @@ static __always_inline int np_count_send_typed(void *sk, s64 len)
         return 0;
     v.family = NP_LOAD(u16, sk, OFF_SK_FAMILY);
 #ifdef NP_FILTERED
-    v.num = NP_LOAD(u16, sk, OFF_SK_NUM);
-    v.dport = NP_LOAD(u16, sk, OFF_SK_DPORT);
-    if (v.family == NP_AF_INET) {
-        v.s[0] = NP_LOAD(u32, sk, OFF_SK_RCV_SADDR);
-        v.d[0] = NP_LOAD(u32, sk, OFF_SK_DADDR);
-    } else {
-        for (int i = 0; i < 4; i++) {
-            v.s[i] = NP_LOAD(u32, sk, OFF_SK_V6_RCV_SADDR + 4 * i);
-            v.d[i] = NP_LOAD(u32, sk, OFF_SK_V6_DADDR + 4 * i);
-        }
-    }
+    NP_SK_FILTER_FIELDS(&v, NP_LOAD, sk);
 #endif
     if (!np_send_counted(&v, proto))
         return 0;

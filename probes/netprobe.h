@@ -151,18 +151,16 @@ static __always_inline void np_count_dev(void *dev, u32 stage, u32 len)
 #define NP_L3_AT_DATA 0
 #define NP_L3_AT_NETWORK_HEADER 1
 
-static __always_inline void *np_skb_l3(void *skb, int where)
-{
-    void *p = NULL;
-    u16 off = 0;
-    if (where == NP_L3_AT_DATA) {
-        NP_READ(p, skb, SKB_DATA);
-        return p;
-    }
-    NP_READ(p, skb, SKB_HEAD);
-    NP_READ(off, skb, SKB_NETHDR);
-    return (char *)p + off;
-}
+/* A field at `off` of the struct at `base`, copied with bpf_probe_read_kernel: the accessor
+ * for untyped pointers. NP_AT and NP_LOAD below are the other two; the field logic that
+ * several accessors share takes the accessor as GET(type, base, offset). */
+#define NP_PROBE(type, base, off) \
+    ({ type _p = 0; bpf_probe_read_kernel(&_p, sizeof(_p), (char *)(base) + (off)); _p; })
+
+/* Where an skb's L3 header starts, its fields fetched by GET */
+#define NP_SKB_L3(GET, base, where)                                                    \
+    ((where) == NP_L3_AT_DATA ? GET(char *, base, OFF_SKB_DATA)                        \
+                              : GET(char *, base, OFF_SKB_HEAD) + GET(u16, base, OFF_SKB_NETHDR))
 
 #include "flow_filter.h"
 
@@ -205,19 +203,16 @@ static __always_inline void np_skb_view(void *skb, int l3_at, struct np_skb_view
     v->dev = NP_AT(void *, buf, NP_SKB_LO, OFF_SKB_DEV);
     v->len = NP_AT(u32, buf, NP_SKB_LO, OFF_SKB_LEN);
 #ifdef NP_FILTERED
-    v->proto_raw = NP_AT(u16, buf, NP_SKB_LO, OFF_SKB_PROTOCOL);
-    if (l3_at == NP_L3_AT_DATA)
-        v->l3 = NP_AT(void *, buf, NP_SKB_LO, OFF_SKB_DATA);
-    else
-        v->l3 = NP_AT(char *, buf, NP_SKB_LO, OFF_SKB_HEAD) +
-                NP_AT(u16, buf, NP_SKB_LO, OFF_SKB_NETHDR);
+#define NP_SKB_SPAN(type, buf, off) NP_AT(type, buf, NP_SKB_LO, off)
+    v->proto_raw = NP_SKB_SPAN(u16, buf, OFF_SKB_PROTOCOL);
+    v->l3 = NP_SKB_L3(NP_SKB_SPAN, buf, l3_at);
 #endif
 #else
     NP_READ(v->dev, skb, SKB_DEV);
     NP_READ(v->len, skb, SKB_LEN);
 #ifdef NP_FILTERED
     NP_READ(v->proto_raw, skb, SKB_PROTOCOL);
-    v->l3 = np_skb_l3(skb, l3_at);
+    v->l3 = NP_SKB_L3(NP_PROBE, skb, l3_at);
 #endif
 #endif
 }
@@ -277,12 +272,7 @@ static __always_inline void *np_untyped(void *typed)
 static __always_inline int np_count_typed(void *skb, void *dev, int l3_at, u32 stage)
 {
 #ifdef NP_FILTERED
-    char *l3;
-    if (l3_at == NP_L3_AT_DATA)
-        l3 = NP_LOAD(char *, skb, OFF_SKB_DATA);
-    else
-        l3 = NP_LOAD(char *, skb, OFF_SKB_HEAD) + NP_LOAD(u16, skb, OFF_SKB_NETHDR);
-    if (!np_flow_match_l3(NP_LOAD(u16, skb, OFF_SKB_PROTOCOL), l3))
+    if (!np_flow_match_l3(NP_LOAD(u16, skb, OFF_SKB_PROTOCOL), NP_SKB_L3(NP_LOAD, skb, l3_at)))
         return 0;
 #endif
     np_count_dev(np_untyped(dev), stage, NP_LOAD(u32, skb, OFF_SKB_LEN));
