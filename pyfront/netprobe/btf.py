@@ -173,4 +173,4 @@ class BTF:
         return next((t for t in self._by_name.get(name, ()) if self._hdr(t)[0] == kind), None)
 
     def has(self, name: str, kind: int) -> bool:
-        return any(self._hdr(t)[0] == kind for t in self._by_name.get(name, ()))
+        return self.type_id(name, kind) is not None

@@ -113,10 +113,10 @@ class Kernel:
         return self.kallsyms.probe_name(function)
 
     def tracepoint_exists(self, name: str) -> bool:
-        category, event = name.split(":")
         if self.btf is not None:
             # every tracepoint has a btf_trace_<event> typedef for raw tracepoint programs
-            return self.btf.has(f"btf_trace_{event}", btfmod.TYPEDEF)
+            return self.tracepoint_btf_id(name) is not None
+        category, event = name.split(":")
         tf = tracefs()
         return bool(tf and (tf / "events" / category / event).is_dir())
 

@@ -68,9 +68,8 @@ class ProbeSession:
         self._loaded: loader.Loaded | None = None
         self._maps: dict[str, bpfmaps.Map] = {}
         self._lock = threading.RLock()
-        self._links: list[int] = []  # raw tracepoint / tp_btf links, kprobe perf events
-        self._tracepoints: set[tuple[str, str]] = set()  # (mechanism, event) attached
-        self._kprobes: set[str] = set()
+        # (mechanism, event or symbol) -> fd: raw tracepoint and tp_btf links, kprobe events
+        self._links: dict[tuple[str, str], int] = {}
         self._xmit_syms: set[str] = set()  # driver xmit functions seen (kprobed or not)
         self._nf_links: dict[int, list[int]] = {}   # netns inum -> link fds
         self._nf_failed: set[int] = set()
@@ -147,7 +146,8 @@ class ProbeSession:
 
     def close(self) -> None:
         with self._lock:
-            for fd in [*self._links, *(fd for fds in self._nf_links.values() for fd in fds)]:
+            nf = [fd for fds in self._nf_links.values() for fd in fds]
+            for fd in [*self._links.values(), *nf]:
                 os.close(fd)
             self._links.clear()
             self._nf_links.clear()
@@ -178,29 +178,26 @@ class ProbeSession:
             removed.add(choice.mechanism)
 
     def _mark(self):
-        return (len(self._links), set(self._tracepoints), set(self._kprobes),
-                {ns: len(fds) for ns, fds in self._nf_links.items()})
+        return set(self._links), {ns: len(fds) for ns, fds in self._nf_links.items()}
 
     def _undo(self, mark) -> None:
-        n, self._tracepoints, self._kprobes, nf = mark
-        for fd in self._links[n:]:
-            os.close(fd)
-        del self._links[n:]
-        for ns in list(self._nf_links):
-            for fd in self._nf_links[ns][nf.get(ns, 0):]:
+        links, nf = mark
+        for key in [k for k in self._links if k not in links]:
+            os.close(self._links.pop(key))
+        for ns, fds in list(self._nf_links.items()):
+            for fd in fds[nf.get(ns, 0):]:
                 os.close(fd)
-            del self._nf_links[ns][nf.get(ns, 0):]
-            if not self._nf_links[ns]:
+            del fds[nf.get(ns, 0):]
+            if not fds:
                 del self._nf_links[ns]
 
     def _attach(self, a: Attach) -> None:
         if a.mechanism in (RAW_TRACEPOINT, TP_BTF):
             event = a.target.split(":")[1]
-            if (a.mechanism, event) not in self._tracepoints:
+            if (a.mechanism, event) not in self._links:
                 prog = self._prog(a.mechanism, a.fn, a.target)
-                self._links.append(bpfsys.raw_tracepoint_open(
-                    prog, event if a.mechanism == RAW_TRACEPOINT else None))
-                self._tracepoints.add((a.mechanism, event))
+                self._links[a.mechanism, event] = bpfsys.raw_tracepoint_open(
+                    prog, event if a.mechanism == RAW_TRACEPOINT else None)
         elif a.mechanism == KPROBE:
             if a.target != NDO_START_XMIT:  # those follow the devices, in refresh()
                 self._attach_kprobe(a.target, a.fn)
@@ -210,9 +207,8 @@ class ProbeSession:
             self._nf_links.setdefault(own, []).append(self._nf_link(a))
 
     def _attach_kprobe(self, symbol: str, fn: str) -> None:
-        if symbol not in self._kprobes:
-            self._links.append(bpfsys.kprobe_attach(self._prog(KPROBE, fn), symbol))
-            self._kprobes.add(symbol)
+        if (KPROBE, symbol) not in self._links:
+            self._links[KPROBE, symbol] = bpfsys.kprobe_attach(self._prog(KPROBE, fn), symbol)
 
     def _nf_link(self, a: Attach) -> int:
         family, hook = a.target.split(":")
