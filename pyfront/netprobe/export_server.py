@@ -24,7 +24,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 from prometheus_client import CollectorRegistry, ProcessCollector, make_wsgi_app
 
 from . import __version__
-from .errors import NetprobeError
+from .errors import NetprobeError, one_line
 from .exporter import (READ_OPERATIONS, BuildInfo, Scrape, families, format_address,
                        landing_page, stable_netns_names, stage_states)
 from .flowfilter import FlowFilter
@@ -62,13 +62,13 @@ class SessionCollector:
                 self.session.refresh()
             except Exception as e:
                 self._errors["refresh"] += 1
-                self._warn(f"refreshing devices: {_one_line(e)}")
+                self._warn(f"refreshing devices: {one_line(e)}")
             counts = None
             try:
                 counts = self.session.read()
             except Exception as e:
                 self._errors["read"] += 1
-                self._warn(f"reading the counts map: {_one_line(e)}")
+                self._warn(f"reading the counts map: {one_line(e)}")
             self._netns_names = stable_netns_names(
                 self._netns_names, {ns.inum: ns.name for ns in self.session.namespaces.values()})
             return Scrape(counts, dict(self.session.devices), dict(self._netns_names),
@@ -77,11 +77,6 @@ class SessionCollector:
 
     def collect(self):
         return families(self.scrape(), self.build, self.selector)
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[-1] if text else type(e).__name__
 
 
 def build_info(flow: FlowFilter) -> BuildInfo:
@@ -152,7 +147,7 @@ class MetricsServer(ThreadingMixIn, WSGIServer):
         if isinstance(e, (ConnectionError, TimeoutError, ssl.SSLError)):
             return  # the scraper went away; nothing to fix here
         print(f"netprobe export: serving {client_address[0]}: {type(e).__name__}: "
-              f"{_one_line(e)}", file=sys.stderr)
+              f"{one_line(e)}", file=sys.stderr)
 
 
 def _resolve(host: str, port: int) -> tuple[int, tuple]:

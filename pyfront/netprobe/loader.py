@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import bpfsys
-from .errors import NetprobeError
+from .errors import NetprobeError, one_line
 
 _MAX_FDS = 250  # SCM_RIGHTS carries at most 253 descriptors per message
 
@@ -155,7 +155,7 @@ def _compile_and_load(request: dict) -> tuple[dict, list[int]]:
             diag.seek(0)
             errors = [ln for ln in diag.read().decode(errors="replace").splitlines()
                       if "error:" in ln]
-            why = errors[0] if errors else str(e).strip().splitlines()[-1]
+            why = errors[0] if errors else one_line(e)
             return {"error": f"compiling probes: {why}"}, []
         finally:
             os.dup2(saved, 2)
@@ -183,8 +183,7 @@ def _compile_and_load(request: dict) -> tuple[dict, list[int]]:
             progs[p["key"]] = {"error": e.strerror or str(e)}
             continue
         except Exception as e:  # BCC's load_func raises bare Exception with the verifier's words
-            progs[p["key"]] = {"error": str(e).strip().splitlines()[-1] if str(e).strip() else
-                               type(e).__name__}
+            progs[p["key"]] = {"error": one_line(e)}
             continue
         progs[p["key"]] = {"fd": len(fds)}
         fds.append(fd)
