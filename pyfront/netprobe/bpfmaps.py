@@ -17,6 +17,7 @@ from .errors import NetprobeError
 BPF_MAP_LOOKUP_ELEM, BPF_MAP_UPDATE_ELEM, BPF_MAP_DELETE_ELEM, BPF_MAP_GET_NEXT_KEY = 1, 2, 3, 4
 BPF_OBJ_GET_INFO_BY_FD = 15
 PERCPU_MAP_TYPES = frozenset({5, 6, 10})  # PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH
+ARRAY_MAP_TYPES = frozenset({2, 6})  # ARRAY, PERCPU_ARRAY: keys 0 .. max_entries-1, always
 
 
 class _Int128(ctypes.Array):  # ctypes has no 128-bit integer: two halves, with C's alignment
@@ -273,6 +274,8 @@ class Map:
 
     def keys(self) -> list:
         """Every key, all walked before any is handed out, so the caller may delete as it goes."""
+        if self.info.type in ARRAY_MAP_TYPES:  # known without asking the kernel key by key
+            return [self.key_type(i) for i in range(self.info.max_entries)]
         found, seen = [], set()
         bufs, prev = (self.key_type(), self.key_type()), None  # a NULL key asks for the first
         # A key deleted under the walk (by a BPF program, an LRU eviction) makes the kernel start
