@@ -281,7 +281,11 @@ def test_every_dashboard_query_runs_on_prometheus_over_real_metrics(stack):
     exporter, prom = stack
     d = json.loads(DASHBOARD.read_text())
     exprs = [t["expr"] for p in d["panels"] for t in p.get("targets", [])]
-    names = {key[0] for key in series(exporter.metrics())}
+    text = exporter.metrics()
+    # a family with no sample yet (netprobe_netns_unprobed, when every namespace is probed)
+    # is still declared, by its HELP and TYPE lines
+    names = {key[0] for key in series(text)}
+    names |= {f.name for f in text_string_to_metric_families(text)}
     names |= {n[:-len("_total")] for n in names if n.endswith("_total")}
     for e in exprs:
         q = e.replace("$__rate_interval", "10s").replace("$__range", "1m")

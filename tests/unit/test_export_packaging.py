@@ -101,7 +101,8 @@ def test_dashboard_uses_only_emitted_metrics():
     # the dashboard shows the counters, the join, attach status and the exporter's health
     assert {"netprobe_skbs_total", "netprobe_skb_bytes_total", "netprobe_l4_send_calls_total",
             "netprobe_device_info", "netprobe_stage_attached", "netprobe_map_full_drops_total",
-            "netprobe_map_read_errors_total", "netprobe_scrape_duration_seconds"} <= used
+            "netprobe_map_read_errors_total", "netprobe_scrape_duration_seconds",
+            "netprobe_netns_unprobed"} <= used
 
 
 def test_dashboard_panels_are_wired_to_the_datasource_variable():
