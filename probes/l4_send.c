@@ -57,6 +57,8 @@ static __always_inline void np_sk_view(void *sk, struct np_sk_view *v)
     NP_SK_FILTER_FIELDS(v, NP_SK_SPAN, buf);
 #endif
 #else
+    /* field by field, and each address whole: through NP_SK_FILTER_FIELDS an AF_INET6
+     * address would take four reads */
     NP_READ(v->family, sk, SK_FAMILY);
     NP_READ(v->net, sk, SK_NET);
 #ifdef NP_FILTERED

@@ -192,6 +192,20 @@ struct np_skb_view {
 #define NP_SKB_HI NP_MAX(OFF_SKB_DEV + 8, OFF_SKB_LEN + 4)
 #endif
 
+/* The view's fields, fetched by GET (NP_PROBE, or NP_AT on the copied span) */
+#ifdef NP_FILTERED
+#define NP_SKB_FILTER_FIELDS(v, GET, base, l3_at) \
+    ((v)->proto_raw = GET(u16, base, OFF_SKB_PROTOCOL), (v)->l3 = NP_SKB_L3(GET, base, l3_at))
+#else
+#define NP_SKB_FILTER_FIELDS(v, GET, base, l3_at) ((void)0)
+#endif
+#define NP_SKB_FIELDS(v, GET, base, l3_at)                                       \
+    do {                                                                         \
+        (v)->dev = GET(void *, base, OFF_SKB_DEV);                               \
+        (v)->len = GET(u32, base, OFF_SKB_LEN);                                  \
+        NP_SKB_FILTER_FIELDS(v, GET, base, l3_at);                               \
+    } while (0)
+
 /* One bpf_probe_read_kernel of that span: a read costs ~30 ns for 8 bytes or 200 alike (the
  * helper's calls and returns, not the copy), so a filtered hook pays one read here instead
  * of five. Field by field where the layout is not known before compiling (no BTF). */
@@ -200,20 +214,10 @@ static __always_inline void np_skb_view(void *skb, int l3_at, struct np_skb_view
 #if defined(OFF_SKB_DEV) && NP_SKB_HI - NP_SKB_LO <= 256
     u64 buf[(NP_SKB_HI - NP_SKB_LO + 7) / 8];
     bpf_probe_read_kernel(buf, NP_SKB_HI - NP_SKB_LO, (char *)skb + NP_SKB_LO);
-    v->dev = NP_AT(void *, buf, NP_SKB_LO, OFF_SKB_DEV);
-    v->len = NP_AT(u32, buf, NP_SKB_LO, OFF_SKB_LEN);
-#ifdef NP_FILTERED
 #define NP_SKB_SPAN(type, buf, off) NP_AT(type, buf, NP_SKB_LO, off)
-    v->proto_raw = NP_SKB_SPAN(u16, buf, OFF_SKB_PROTOCOL);
-    v->l3 = NP_SKB_L3(NP_SKB_SPAN, buf, l3_at);
-#endif
+    NP_SKB_FIELDS(v, NP_SKB_SPAN, buf, l3_at);
 #else
-    NP_READ(v->dev, skb, SKB_DEV);
-    NP_READ(v->len, skb, SKB_LEN);
-#ifdef NP_FILTERED
-    NP_READ(v->proto_raw, skb, SKB_PROTOCOL);
-    v->l3 = NP_SKB_L3(NP_PROBE, skb, l3_at);
-#endif
+    NP_SKB_FIELDS(v, NP_PROBE, skb, l3_at);
 #endif
 }
 
