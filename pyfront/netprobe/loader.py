@@ -87,6 +87,8 @@ def load(text: str, cflags: list[str], progs: list[ProgSpec]) -> Loaded:
     finally:
         child.wait()
     if answer is None:
+        for fd in fds:
+            os.close(fd)
         raise NetprobeError(f"the BPF compiler process died (exit status {child.returncode})")
     if "error" in answer:
         for fd in fds:
@@ -195,11 +197,9 @@ def _child(sock_fd: int) -> None:
     ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sock = socket.socket(fileno=sock_fd)
-    head = _recv_exact(sock, 8)
-    if head is None:
+    request, _ = _receive(sock)
+    if request is None:
         return
-    size, _ = struct.unpack("=II", head)
-    request = json.loads(_recv_exact(sock, size) or b"{}")
     answer, fds = _compile_and_load(request)
     _send(sock, json.dumps(answer).encode(), fds)
 
