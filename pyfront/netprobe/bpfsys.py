@@ -85,11 +85,16 @@ class _TestRun(ctypes.Structure):
                 ("batch_size", ctypes.c_uint32), ("_pad", ctypes.c_uint32 * 3)]
 
 
+def _errno_error() -> OSError:
+    """The failed libc call's errno, as Python's own calls raise it"""
+    err = ctypes.get_errno()
+    return OSError(err, os.strerror(err))
+
+
 def _bpf(cmd: int, attr: ctypes.Structure) -> int:
     ret = _libc.syscall(_NR_BPF, cmd, ctypes.byref(attr), ctypes.sizeof(attr))
     if ret < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
+        raise _errno_error()
     return ret
 
 
@@ -163,13 +168,12 @@ def kprobe_attach(prog_fd: int, symbol: str) -> int:
                           wakeup_events=1, kprobe_func=ctypes.addressof(func))
     fd = _libc.syscall(_NR_PERF_EVENT_OPEN, ctypes.byref(attr), -1, 0, -1, _PERF_FLAG_FD_CLOEXEC)
     if fd < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
+        raise _errno_error()
     for request, arg in ((_PERF_EVENT_IOC_SET_BPF, prog_fd), (_PERF_EVENT_IOC_ENABLE, 0)):
         if _libc.ioctl(fd, request, arg) != 0:
-            err = ctypes.get_errno()
+            e = _errno_error()
             os.close(fd)
-            raise OSError(err, os.strerror(err))
+            raise e
     return fd
 
 
