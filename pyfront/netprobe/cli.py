@@ -7,7 +7,7 @@ import click
 
 from . import __version__
 from .cli_options import _sigterm_exits, flow_options, make_flow, prefer_order
-from .errors import NetprobeError
+from .errors import NetprobeError, one_line
 from .report import DeviceSelector
 
 
@@ -88,5 +88,6 @@ def main() -> None:
     except SystemExit:
         raise
     except Exception as e:  # a bug still gets one line, not a traceback
-        click.echo(f"netprobe: error: {type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}", err=True)
+        why = one_line(e) if str(e).strip() else ""
+        click.echo(f"netprobe: error: {type(e).__name__}: {why}", err=True)
         sys.exit(1)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from . import bpfsys
 from .catalogue import KPROBE, NETFILTER, RAW_TRACEPOINT, STAGES, TP_BTF
-from .errors import NetprobeError
+from .errors import NetprobeError, one_line
 from .kernel import Kernel, kernel_version, tracefs
 from .plan import choose
 
@@ -36,8 +36,8 @@ def _trial(label, fn) -> Check:
     try:
         return Check(label, True, fn() or "works")
     except Exception as e:  # BCC raises bare Exception; OSError from our own syscalls
-        msg = getattr(e, "strerror", None) or str(e).strip().splitlines()[-1:] or [""]
-        return Check(label, False, msg if isinstance(msg, str) else msg[0])
+        why = getattr(e, "strerror", None) or (one_line(e) if str(e).strip() else "")
+        return Check(label, False, why)
 
 
 def mechanism_checks(kernel: Kernel) -> list[Check]:
