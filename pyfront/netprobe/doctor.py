@@ -11,6 +11,7 @@ from . import bpfsys
 from .catalogue import KPROBE, NETFILTER, RAW_TRACEPOINT, STAGES, TP_BTF
 from .errors import NetprobeError, one_line
 from .kernel import Kernel, kernel_version, tracefs
+from .loader import stderr_captured
 from .plan import choose
 
 # tiny programs, one per mechanism; each is attached once and detached at once
@@ -62,7 +63,8 @@ def mechanism_checks(kernel: Kernel) -> list[Check]:
             if not BPF.support_kfunc():
                 raise NetprobeError("not supported by this kernel/BCC")
             try:
-                f = BPF(text=_TRIAL_FENTRY)
+                with stderr_captured():  # libbpf's own line about the refusal, said below
+                    f = BPF(text=_TRIAL_FENTRY)
             except Exception as e:
                 # BCC words every EPERM as "Need super-user privileges", even as root
                 raise NetprobeError("the kernel refused to load a BPF_PROG_TYPE_TRACING "

@@ -25,6 +25,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,6 +141,20 @@ def _receive(sock: socket.socket) -> tuple[dict | None, list[int]]:
 
 
 # -- child side --------------------------------------------------------------------------
+@contextmanager
+def stderr_captured():
+    """File descriptor 2 into a temporary file for the block, which it yields: clang and
+    libbpf write to the descriptor, past Python's sys.stderr."""
+    with tempfile.TemporaryFile() as f:
+        saved = os.dup(2)
+        os.dup2(f.fileno(), 2)
+        try:
+            yield f
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def _compile_and_load(request: dict) -> tuple[dict, list[int]]:
     try:
         from bcc import BPF, lib
@@ -148,9 +163,7 @@ def _compile_and_load(request: dict) -> tuple[dict, list[int]]:
                          "and run netprobe with /usr/bin/python3"}, []
     # clang writes its diagnostics to stderr: kept, so that a failure names its first error
     # in one line and a success does not print the compiler's warnings at the user
-    with tempfile.TemporaryFile() as diag:
-        saved = os.dup(2)
-        os.dup2(diag.fileno(), 2)
+    with stderr_captured() as diag:
         try:
             b = BPF(text=request["text"], cflags=request["cflags"])
         except Exception as e:  # BCC raises bare Exception("Failed to compile BPF module")
@@ -159,9 +172,6 @@ def _compile_and_load(request: dict) -> tuple[dict, list[int]]:
                       if "error:" in ln]
             why = errors[0] if errors else one_line(e)
             return {"error": f"compiling probes: {why}"}, []
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
     # BCC's Python binding does not declare these two; without it the name pointer is cut to
     # an int
     lib.bpf_num_tables.restype, lib.bpf_num_tables.argtypes = ctypes.c_ulonglong, [ctypes.c_void_p]
@@ -180,7 +190,9 @@ def _compile_and_load(request: dict) -> tuple[dict, list[int]]:
             if p["type"] == bpfsys.BPF_PROG_TYPE_TRACING:
                 fd = bpfsys.load_tp_btf(b.dump_func(p["fn"]), p["fn"], p["btf_id"])
             else:
-                fd = b.load_func(p["fn"], p["type"], None, p["attach_type"]).fd
+                # a refusal's verifier log goes to stderr too; its last line is in the answer
+                with stderr_captured():
+                    fd = b.load_func(p["fn"], p["type"], None, p["attach_type"]).fd
         except OSError as e:
             progs[p["key"]] = {"error": e.strerror or str(e)}
             continue
