@@ -7,6 +7,7 @@ from typing import Protocol, Sequence
 
 from .catalogue import (KPROBE, NDO_START_XMIT, NETFILTER, RAW_TRACEPOINT, TP_BTF, Candidate, Hook,
                         Stage)
+from .stagestate import Refusal, StageState
 
 
 class KernelFacts(Protocol):
@@ -30,26 +31,25 @@ class Choice:
     stage: Stage
     candidate: Candidate | None
     attaches: list[Attach] = field(default_factory=list)
-    # why better candidates were passed over, in order: "kprobe: kernel built without kprobes"
-    passed_over: list[str] = field(default_factory=list)
+    # why better candidates were passed over, in order
+    passed_over: list[Refusal] = field(default_factory=list)
 
     @property
     def available(self) -> bool:
         return self.candidate is not None
 
-    @property
-    def mechanism(self) -> str:
-        return self.candidate.mechanism if self.candidate else "unavailable"
+    def state(self, fell_back_from: tuple[Refusal, ...] = ()) -> StageState:
+        """The stage as it stands once this choice is attached (or found unavailable)."""
+        if self.candidate is None:
+            return StageState(self.stage, None, passed_over=tuple(self.passed_over),
+                              fell_back_from=fell_back_from)
+        return StageState(self.stage, self.candidate.mechanism,
+                          tuple(a.target for a in self.attaches),
+                          any(a.target == NDO_START_XMIT for a in self.attaches),
+                          tuple(self.passed_over), fell_back_from, self.candidate.note)
 
     def describe(self) -> str:
-        """'raw_tracepoint net:net_dev_queue' / 'kprobe ip_output, ip6_output'"""
-        if not self.candidate:
-            return "unavailable (" + "; ".join(self.passed_over) + ")"
-        targets = [a.target for a in self.attaches if a.target != NDO_START_XMIT]
-        text = ", ".join(dict.fromkeys(targets))
-        if len(targets) < len(self.attaches):  # kprobes that follow each device's xmit function
-            text = "on each device's ndo_start_xmit" + (f": {text}" if text else "")
-        return f"{self.candidate.mechanism} {text}"
+        return self.state().describe()
 
 
 def resolve(hook: Hook, mechanism: str, facts: KernelFacts) -> tuple[str | None, str]:
@@ -81,7 +81,7 @@ def choose(stage: Stage, facts: KernelFacts, prefer: Sequence[str] = ()) -> Choi
     choice = Choice(stage, None)
     for cand in order:
         if cand.mechanism not in facts.mechanisms:
-            why = f"{cand.mechanism}: not usable on this kernel"
+            why = Refusal(cand.mechanism, "not usable on this kernel")
             if why not in choice.passed_over:
                 choice.passed_over.append(why)
             continue
@@ -95,7 +95,7 @@ def choose(stage: Stage, facts: KernelFacts, prefer: Sequence[str] = ()) -> Choi
                 continue
             attaches.append(Attach(cand.mechanism, target, hook.fn))
         if missing:
-            choice.passed_over.append(f"{cand.mechanism}: {missing}")
+            choice.passed_over.append(Refusal(cand.mechanism, missing))
             continue
         choice.candidate, choice.attaches = cand, attaches
         return choice

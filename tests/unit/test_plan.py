@@ -30,10 +30,10 @@ def test_no_kprobes_uses_tracepoints_and_netfilter():
     choices = {c.stage.name: c for c in choose_all(STAGES, Facts({RAW_TRACEPOINT, NETFILTER}))}
     assert choices["dev_queue_xmit"].describe() == "raw_tracepoint net:net_dev_queue"
     assert choices["driver_xmit"].describe() == "raw_tracepoint net:net_dev_start_xmit"
-    assert choices["ip_output"].mechanism == NETFILTER
+    assert choices["ip_output"].state().mechanism == NETFILTER
     assert choices["l4_rcv"].describe() == "netfilter ipv4:LOCAL_IN, ipv6:LOCAL_IN"
     assert all(c.available for c in choices.values())
-    assert choices["ip_rcv"].passed_over == ["kprobe: not usable on this kernel"]
+    assert [str(r) for r in choices["ip_rcv"].passed_over] == ["kprobe: not usable on this kernel"]
 
 
 def test_btf_kernel_without_kprobes_takes_tp_btf_then_raw_tracepoints():
@@ -42,7 +42,7 @@ def test_btf_kernel_without_kprobes_takes_tp_btf_then_raw_tracepoints():
     assert choices["dev_queue_xmit"].describe() == "tp_btf net:net_dev_queue"
     assert [a.fn for a in choices["driver_rx"].attaches] == ["driver_rx__tp_btf"] * 2
     assert [a.fn for a in choices["udp_sendmsg"].attaches] == ["l4_send__tp_btf"]
-    assert choices["ip_rcv"].mechanism == NETFILTER
+    assert choices["ip_rcv"].state().mechanism == NETFILTER
     # the same stage on a kernel that refused tp_btf: the plain raw tracepoint program
     c = choose(BY_NAME["dev_queue_xmit"], Facts({RAW_TRACEPOINT, NETFILTER}))
     assert [a.fn for a in c.attaches] == ["dev_queue_xmit__raw_tp"]
@@ -60,7 +60,7 @@ def test_kprobe_kernel_uses_kprobes_and_btf_picks_the_skb_argument():
     facts = Facts({KPROBE, RAW_TRACEPOINT}, LINUX_61,
                   params={"__netif_receive_skb_core": "struct sk_buff **"})
     choices = {c.stage.name: c for c in choose_all(STAGES, facts)}
-    assert all(c.mechanism == KPROBE for c in choices.values())
+    assert all(c.state().mechanism == KPROBE for c in choices.values())
     assert choices["dev_queue_xmit"].describe() == "kprobe __dev_queue_xmit"
     assert [a.fn for a in choices["netif_receive_skb"].attaches] == ["netif_receive_skb__kprobe_pskb"]
     # netif_rx_internal is inlined on this made-up kernel: the second kprobe candidate applies
@@ -77,8 +77,8 @@ def test_old_signature_takes_the_other_program():
 def test_missing_required_function_falls_back():
     facts = Facts({KPROBE, NETFILTER}, LINUX_61 - {"ip_rcv_core"})
     c = choose(BY_NAME["ip_rcv"], facts)
-    assert c.mechanism == NETFILTER
-    assert "ip_rcv_core" in c.passed_over[0]
+    assert c.state().mechanism == NETFILTER
+    assert "ip_rcv_core" in c.passed_over[0].why
 
 
 def test_missing_optional_hook_is_skipped():
@@ -96,7 +96,7 @@ def test_unavailable_stage_says_why_and_is_never_faked():
 def test_prefer_reorders_candidates():
     facts = Facts({KPROBE, RAW_TRACEPOINT}, LINUX_61)
     c = choose(BY_NAME["dev_queue_xmit"], facts, prefer=(RAW_TRACEPOINT,))
-    assert c.mechanism == RAW_TRACEPOINT
+    assert c.state().mechanism == RAW_TRACEPOINT
 
 
 def test_missing_tracepoint():
