@@ -1,5 +1,7 @@
 /* Receive: the driver handing the skb to the stack, L2, L3 and L4 delivery. */
 
+#include "count.h"
+
 /* netif_rx_internal / __netif_rx / netif_rx(skb): loopback, veth and other virtual devices */
 int driver_rx__kprobe_arg1(struct pt_regs *ctx)
 {

@@ -1,5 +1,7 @@
 /* Transmit below L4: ip_output (L3), dev_queue_xmit (L2) and the driver's own xmit function. */
 
+#include "count.h"
+
 /* At ip_output entry skb->dev is not set yet; the device is the route's, skb_dst(skb)->dev.
  * _skb_refdst carries a flag in bit 0, and BCC does not rewrite that pointer arithmetic, so the
  * dst is read explicitly. */

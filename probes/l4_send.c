@@ -1,6 +1,8 @@
 /* L4 transmit: tcp_sendmsg / udp_sendmsg. These run before a route or device is chosen, so
  * they are counted per (netns, protocol) and count sendmsg calls, not sk_buffs. */
 
+#include "count.h"
+
 /* What the L4 send stages read from a socket: its family and namespace and, under a flow
  * filter, its ports and addresses (`s` local, `d` peer: one word for AF_INET, four for
  * AF_INET6). */

@@ -2,6 +2,8 @@
  * out, they are the nearest place to ip_output, ip_rcv and L4 delivery. A netfilter hook is
  * per network namespace, so user space attaches one link per namespace. */
 
+#include "count.h"
+
 /* struct bpf_nf_ctx: the context layout the kernel gives BPF_PROG_TYPE_NETFILTER programs */
 struct np_nf_ctx {
     void *state; /* struct nf_hook_state * */

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from . import fields
 from .catalogue import stage_cflags
@@ -12,9 +13,10 @@ from .errors import NetprobeError
 from .flowfilter import FlowFilter
 from .kernel import Kernel
 from .paths import probes_dir
+from .programsets import ALL, ProgramSet, sources
 
 # one file per concern; netprobe.h (included first) holds what they share
-SOURCES = ("l4_send.c", "dev_tx.c", "dev_rx.c", "netfilter.c", "netdev_walk.c")
+SOURCES = sources(ALL)
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,9 @@ class Program:
         return head + "\n" + self.text
 
 
-def build(kernel: Kernel, flow: FlowFilter, probes: Path | None = None) -> Program:
+def build(kernel: Kernel, flow: FlowFilter, sets: Sequence[ProgramSet] = ALL,
+          probes: Path | None = None) -> Program:
+    """The C of these program sets only (a set's maps exist only when it is loaded)."""
     probes = probes or probes_dir()
     if not (probes / "netprobe.h").exists():
         raise NetprobeError(f"probe sources not found in {probes} (set NETPROBE_PROBES)")
@@ -42,7 +46,8 @@ def build(kernel: Kernel, flow: FlowFilter, probes: Path | None = None) -> Progr
         layout = "kernel headers (no BTF)"
     # BCC rewrites map calls (counts.lookup()) and makes programs only in its main file, so
     # probes/ is joined into one text instead of being #included.
-    text = "".join(_inline(probes, name, set()) for name in ("netprobe.h", *SOURCES))
+    seen: set[str] = set()  # each file once, where it is first included
+    text = "".join(_inline(probes, name, seen) for name in ("netprobe.h", *sources(sets)))
     return Program(text, tuple(cflags), layout)
 
 

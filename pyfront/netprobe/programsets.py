@@ -1,0 +1,48 @@
+"""Features as the kernel sees them: each is a set of BPF programs plus the maps it reads.
+
+A command loads only the sets it uses (program.build compiles only their sources), and the
+attach step puts each set's program on the hooks of the stages the set names, on whatever
+mechanism the catalogue's choice gave the stage — so a feature that follows single skbs adds
+a set and its C, and the counting code never hears of it. Pure data."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .catalogue import Hook, STAGES
+
+
+@dataclass(frozen=True)
+class OnDemand:
+    """A program that is not attached but run by netprobe when it asks (BPF_PROG_TEST_RUN)."""
+    fn: str
+
+
+@dataclass(frozen=True)
+class ProgramSet:
+    name: str
+    sources: tuple[str, ...]       # probes/ files, after netprobe.h
+    stages: tuple[str, ...] = ()   # the catalogue stages it puts a program on
+    fn_prefix: str = ""            # its program at a hook: fn_prefix + the catalogue's hook fn
+    on_demand: tuple[OnDemand, ...] = ()
+    maps: tuple[str, ...] = ()     # the maps it reads: they must exist once loaded
+
+    def fn(self, hook: Hook) -> str:
+        return self.fn_prefix + hook.fn
+
+
+# The device inventory every command needs: names, drivers and xmit functions of each
+# namespace's devices (probes/netdev_walk.c).
+INVENTORY = ProgramSet("inventory", ("netdev_walk.c",), on_demand=(OnDemand("netdev_walk"),),
+                       maps=("netdev_count", "netdev_table"))
+
+# Packets and bytes per (netns, device, stage): count.h, read by counting.py.
+COUNTING = ProgramSet("counting", ("l4_send.c", "dev_tx.c", "dev_rx.c", "netfilter.c"),
+                      stages=tuple(s.name for s in STAGES),
+                      maps=("counts", "dropped", "slots", "epoch", "released", "net_slots"))
+
+ALL: tuple[ProgramSet, ...] = (INVENTORY, COUNTING)
+
+
+def sources(sets: tuple[ProgramSet, ...] | list[ProgramSet]) -> tuple[str, ...]:
+    """The probes/ files of these sets, each once, in order"""
+    return tuple(dict.fromkeys(f for s in sets for f in s.sources))
