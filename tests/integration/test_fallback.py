@@ -4,29 +4,29 @@ import pytest
 
 from netprobe.catalogue import TP_BTF
 from netprobe.flowfilter import FlowFilter
-from netprobe.plan import Attach
+from netprobe.attach import Attachments
 from netprobe.session import ProbeSession
 from netprobe.traffic import udp_flow
 
 PORT = 47101
 
 
-class _SecondHookRefused(ProbeSession):
+def test_a_half_attached_choice_is_undone_before_the_fallback(bpf_ok, monkeypatch):
     """driver_rx's second tp_btf hook (napi_gro_receive_entry) fails to attach, after its
     first (netif_rx, which loopback traffic takes) did."""
+    attach = Attachments._attach
 
-    def _attach(self, a: Attach) -> None:
+    def second_hook_refused(self, ps, a):
         if a.mechanism == TP_BTF and a.target == "net:napi_gro_receive_entry":
             raise OSError(1, "refused for the test")
-        super()._attach(a)
-
-
-def test_a_half_attached_choice_is_undone_before_the_fallback(bpf_ok):
-    with _SecondHookRefused(flow=FlowFilter(port=PORT)) as s:
-        st = s.status["driver_rx"]
-        if not any(e.startswith("tp_btf") for e in st.errors):
+        attach(self, ps, a)
+    monkeypatch.setattr(Attachments, "_attach", second_hook_refused)
+    with ProbeSession(flow=FlowFilter(port=PORT)) as s:
+        st = s.states["driver_rx"]
+        if not any(r.mechanism == TP_BTF for r in st.fell_back_from):
             pytest.skip("no tp_btf on this kernel: nothing was half-attached")
-        assert st.choice.mechanism == "raw_tracepoint"
+        assert st.mechanism == "raw_tracepoint"
+        assert "fell back from tp_btf: refused for the test" in st.describe()
         lo = next(d for d in s.devices.values() if d.name == "lo" and d.netns_name == "root")
         before = s.read()
         got = udp_flow(server_addr="127.0.0.1", port=PORT, count=40)

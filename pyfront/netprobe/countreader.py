@@ -1,0 +1,60 @@
+"""The counting set's maps (probes/count.h) in the kernel: snapshots for counting.py's
+arithmetic, and the two things user space tells the probes — that devices changed (the slots'
+epoch, and which addresses were released) and which rows to forget."""
+from __future__ import annotations
+
+import time
+from typing import Iterable, Mapping, Sequence
+
+from . import bpfmaps
+from .catalogue import STAGES
+from .counting import Counts, DevSlot, NetSlot, aggregate
+from .devices import Device
+
+_STAGE_NAMES = tuple(s.name for s in STAGES)
+
+
+class CountReader:
+    def __init__(self, maps: Mapping[str, bpfmaps.Map]):
+        self._maps = maps
+        self._released: set[int] = set()  # addresses of vanished devices
+
+    def read(self, devices: Iterable[Device], namespaces: Iterable[int]) -> Counts:
+        m = self._maps
+        rows = [(k.netns, k.ifindex, k.stage, sum(v.packets for v in per_cpu),
+                 sum(v.bytes for v in per_cpu)) for k, per_cpu in m["counts"].items()]
+        dev_slots = [DevSlot(s.dev, s.netns, s.ifindex, _values(s.v))
+                     for per_cpu in m["slots"].values() for s in per_cpu if s.dev]
+        net_slots = [NetSlot(s.net, s.netns, _values(s.v))
+                     for per_cpu in m["net_slots"].values() for s in per_cpu if s.net]
+        values = aggregate(rows, dev_slots, net_slots, devices, self._released, set(namespaces),
+                           _STAGE_NAMES)
+        return Counts(time.monotonic(), values, sum(v.value for v in m["dropped"][0]))
+
+    def devices_changed(self, vanished: Sequence[Device]) -> None:
+        """Tell the probes' per-CPU slots that devices changed: each slot re-reads its owner's
+        identity once, and slots of vanished devices may be taken back."""
+        released = self._maps["released"]
+        for d in vanished:
+            if d.addr:
+                try:
+                    released[d.addr] = released.value_type(1)
+                except OSError:  # full: that slot just stays taken (counts still go to the hash)
+                    pass
+                self._released.add(d.addr)
+        ep = self._maps["epoch"]
+        ep[0] = ep.value_type(ep[0].value + 1)
+
+    def forget(self, keys: set[tuple[int, int]]) -> None:
+        """Delete the hash rows of these (netns, ifindex): a reused ifindex starts from zero"""
+        table = self._maps["counts"]
+        for k in list(table.keys()):
+            if (k.netns, k.ifindex) in keys:
+                try:
+                    del table[k]
+                except KeyError:
+                    pass
+
+
+def _values(v) -> list[tuple[int, int]]:
+    return [(x.packets, x.bytes) for x in v]
