@@ -26,10 +26,11 @@ from prometheus_client import CollectorRegistry, ProcessCollector, make_wsgi_app
 from . import __version__
 from .errors import NetprobeError, one_line
 from .exporter import (READ_OPERATIONS, BuildInfo, Scrape, families, format_address,
-                       landing_page, stable_netns_names, stage_states)
+                       landing_page, stable_netns_names)
 from .flowfilter import FlowFilter
 from .kernel import require_root
 from .report import DeviceSelector
+from .stagestate import to_json as state_json, unavailable
 
 # A scraper that stops talking (or never finishes a TLS handshake) gives up its thread after this.
 CONNECTION_TIMEOUT_S = 30
@@ -50,8 +51,8 @@ class SessionCollector:
         self._errors = {op: 0 for op in READ_OPERATIONS}
 
     def stages(self):
-        mechanisms = {name: st.choice.mechanism for name, st in self.session.status.items()}
-        return stage_states(self.session.stages, mechanisms)
+        states = self.session.states
+        return [states.get(s.name) or unavailable(s) for s in self.session.stages]
 
     def scrape(self) -> Scrape:
         with self._lock:
@@ -217,7 +218,7 @@ def run_export(*, host: str, port: int, flow: FlowFilter, selector: DeviceSelect
         from .session import ProbeSession
 
         with ProbeSession(flow=flow, prefer=prefer) as session:
-            if not any(st.choice.available for st in session.status.values()):
+            if not any(st.attached for st in session.states.values()):
                 raise NetprobeError("no stage could be attached on this kernel: run `netprobe doctor`")
             collector = SessionCollector(
                 session, build_info(flow), selector,
@@ -230,7 +231,8 @@ def run_export(*, host: str, port: int, flow: FlowFilter, selector: DeviceSelect
                 print(f"netprobe export: ! {w}", file=sys.stderr)
             if ready_file:
                 Path(ready_file).write_text(json.dumps(
-                    {"url": server.url, "mechanisms": session.mechanisms()}))
+                    {"url": server.url, "stages": {name: state_json(st)
+                                                    for name, st in session.states.items()}}))
             print(f"Serving {server.url}/metrics ... Ctrl-C to end.", file=sys.stderr, flush=True)
             try:
                 server.serve_forever()

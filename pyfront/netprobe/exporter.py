@@ -18,10 +18,10 @@ from typing import Iterable, Mapping, Sequence
 from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily,
                                     Metric)
 
-from .catalogue import Stage
 from .devices import Device
 from .report import DeviceSelector
-from .session import Counts
+from .counting import Counts
+from .stagestate import StageState
 
 # The Prometheus wiki's exporter range (9100-9999) has been fully allocated since 2023, so
 # every port in it belongs to some registered exporter; 10435 lies outside it, clear of
@@ -125,16 +125,6 @@ METRICS: tuple[MetricSpec, ...] = (SKBS, SKB_BYTES, L4_CALLS, L4_BYTES, DEVICE_I
 
 
 @dataclass(frozen=True)
-class StageState:
-    stage: Stage
-    mechanism: str  # "kprobe", "raw_tracepoint", "netfilter" or NO_MECHANISM
-
-    @property
-    def attached(self) -> bool:
-        return self.mechanism != NO_MECHANISM
-
-
-@dataclass(frozen=True)
 class BuildInfo:
     version: str
     python: str
@@ -196,7 +186,8 @@ def families(scrape: Scrape, build: BuildInfo,
         add(MAP_FULL, ["counts"], scrape.counts.dropped)
 
     for s in scrape.stages:
-        add(STAGE_ATTACHED, [s.stage.name, s.stage.layer, s.stage.direction, s.mechanism],
+        add(STAGE_ATTACHED, [s.stage.name, s.stage.layer, s.stage.direction,
+                             s.mechanism or NO_MECHANISM],
             1 if s.attached else 0)
     for inum in sorted(scrape.unprobed_netns):
         add(NETNS_UNPROBED, [netns_label(inum, names)], 1)
@@ -271,7 +262,7 @@ def landing_page(build: BuildInfo, stages: Iterable[StageState]) -> bytes:
     """The small page at `/`: what this is, where the metrics are, what each stage uses."""
     rows = "".join(
         f"<tr><td>{html.escape(s.stage.name)}</td><td>{html.escape(s.stage.direction)}</td>"
-        f"<td>{html.escape(s.mechanism)}</td></tr>" for s in stages)
+        f"<td>{html.escape(s.mechanism or NO_MECHANISM)}</td></tr>" for s in stages)
     page = f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>netprobe exporter</title></head>
 <body>
@@ -284,14 +275,3 @@ flow filter: {html.escape(build.flow_filter)}</p>
 </body></html>
 """
     return page.encode()
-
-
-def stage_states(stages: Sequence[Stage], mechanisms: Mapping[str, str]) -> list[StageState]:
-    """From ProbeSession.status's choices: stage name -> its mechanism ("unavailable" or
-    missing when none)."""
-    out = []
-    for s in stages:
-        mech = mechanisms.get(s.name, NO_MECHANISM)
-        out.append(StageState(s, NO_MECHANISM if mech in ("unavailable", "") else mech))
-    return out
-

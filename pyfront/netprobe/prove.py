@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
 from .catalogue import DEVICE_STAGES, PROTOCOL_STAGES, STAGES
+from .stagestate import StageState, to_json as state_json, unavailable
 from .devices import Device
 from .topology import Host
 
@@ -206,8 +207,8 @@ class Verdict:
         return bool(self.claims) and all(c.holds for c in self.claims)
 
 
-def _unavailable(mechanisms: Mapping[str, str]) -> list[str]:
-    return [s for s in CLAIM_STAGES if mechanisms.get(s, "unavailable").startswith("unavailable")]
+def _unavailable(states: Mapping[str, StageState]) -> list[str]:
+    return [s for s in CLAIM_STAGES if s not in states or not states[s].attached]
 
 
 def _n(n: int, what: str = "sk_buff") -> str:
@@ -262,16 +263,16 @@ def judge_nic(addr: str, flows: Sequence[FlowResult], client_netns: int,
                  d.at("driver_xmit"))
 
 
-def judge(case: CaseResult, mechanisms: Mapping[str, str]) -> Verdict:
+def judge(case: CaseResult, states: Mapping[str, StageState]) -> Verdict:
     """The case's claim, once per server address over that address's flows."""
-    missing = _unavailable(mechanisms)
+    missing = _unavailable(states)
     claims = []
     for addr in dict.fromkeys(f.plan.server for f in case.flows):
         flows = [f for f in case.flows if f.plan.server == addr]
         failed = [f for f in flows if f.error]
         if missing:
             claims.append(Claim(addr, False, f"{addr}: cannot tell: "
-                                + "; ".join(f"{s} is {mechanisms.get(s, 'unavailable')}"
+                                + "; ".join(f"{s} is {_describe(states, s)}"
                                             for s in missing)))
         elif failed:
             why: dict[str, list[str]] = {}
@@ -290,14 +291,13 @@ def judge(case: CaseResult, mechanisms: Mapping[str, str]) -> Verdict:
 @dataclass
 class Report:
     port: int
-    mechanisms: Mapping[str, str]
+    states: Mapping[str, StageState]
     verdicts: list[Verdict] = field(default_factory=list)
     namespaces: tuple[str, ...] = ()
     veth: tuple[str, str] = ("", "")
     peer: Peer | None = None
     warnings: Sequence[str] = ()
     seconds: float = 0.0
-    notes: Mapping[str, str] = field(default_factory=dict)  # stage -> what its mechanism sees
 
     @property
     def holds(self) -> bool:
@@ -316,15 +316,19 @@ def _wrap(text: str, **kw) -> list[str]:
     return textwrap.wrap(text, 80, break_on_hyphens=False, **kw)
 
 
-def _off(mechanisms: Mapping[str, str]) -> set[str]:
+def _describe(states: Mapping[str, StageState], stage: str) -> str:
+    return states[stage].describe() if stage in states else "not attached"
+
+
+def _off(states: Mapping[str, StageState]) -> set[str]:
     """Stages no mechanism reached: their cells say n/a, not zero."""
-    return {s.name for s in DEVICE_STAGES if mechanisms and
-            mechanisms.get(s.name, "unavailable").startswith("unavailable")}
+    return {s.name for s in DEVICE_STAGES if states and
+            (s.name not in states or not states[s.name].attached)}
 
 
-def case_lines(v: Verdict, index: int, mechanisms: Mapping[str, str] = {}) -> list[str]:
+def case_lines(v: Verdict, index: int, states: Mapping[str, StageState] = {}) -> list[str]:
     """One case: its title, per flow the devices that counted it per stage, the claims."""
-    off = _off(mechanisms)
+    off = _off(states)
 
     def cell(n: int, stage: str) -> str:
         return "n/a" if stage in off else f"{n:,}" if n else "·"
@@ -375,10 +379,11 @@ def footer(r: Report) -> list[str]:
     lines = _wrap("Cells are the flow's sk_buffs, both directions (· is zero, n/a "
                           "not counted here), counted with:")
     for s in DEVICE_STAGES:
-        lines += _wrap(f"{s.title:<8} {s.name:<18} {r.mechanisms.get(s.name, 'unavailable')}",
+        lines += _wrap(f"{s.title:<8} {s.name:<18} {_describe(r.states, s.name)}",
                                initial_indent="  ", subsequent_indent=" " * 30)
-    if r.notes.get("driver_xmit"):
-        lines += _wrap(f"drv_tx counts at {r.notes['driver_xmit']}; the xmit function "
+    note = r.states["driver_xmit"].note if "driver_xmit" in r.states else ""
+    if note:
+        lines += _wrap(f"drv_tx counts at {note}; the xmit function "
                                "named is the device's own ndo_start_xmit, read from the device.",
                                initial_indent="  ", subsequent_indent="  ")
     for w in r.warnings:
@@ -397,12 +402,12 @@ def footer(r: Report) -> list[str]:
 def text(r: Report) -> str:
     out = header(r) + [""]
     for i, v in enumerate(r.verdicts, 1):
-        out += case_lines(v, i, r.mechanisms) + [""]
+        out += case_lines(v, i, r.states) + [""]
     return "\n".join(out + footer(r))
 
 
 def to_json(r: Report) -> dict:
-    off = _off(r.mechanisms)
+    off = _off(r.states)
 
     def dev(d: DevCount) -> dict:
         return {"netns": d.netns, "netns_name": d.netns_name, "ifindex": d.ifindex,
@@ -417,8 +422,8 @@ def to_json(r: Report) -> dict:
         "veth": list(r.veth),
         "peer": None if r.peer is None else {"addr": r.peer.addr, "port": r.peer.port,
                                              "protocols": list(r.peer.protocols)},
-        "stages": [{"name": s.name, "title": s.title, "layer": s.layer, "direction": s.direction,
-                    "mechanism": r.mechanisms.get(s.name, "unavailable")} for s in STAGES],
+        "stages": [dict(state_json(r.states.get(s.name) or unavailable(s)), title=s.title)
+                   for s in STAGES],
         "cases": [{
             "id": v.case.plan.id, "title": v.case.plan.title, "expect": v.case.plan.expect,
             "holds": v.holds,

@@ -40,7 +40,7 @@ def _raise_terminated(signum, frame):
               help="Try this attach mechanism first for every stage (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
 @click.option("--ready-file", type=click.Path(dir_okay=False), hidden=True,
-              help="Write the namespaces and mechanisms here once the probes are attached.")
+              help="Write the namespaces and stage states here once the probes are attached.")
 @click.option("--ebpf", is_flag=True, help="Print the generated BPF C and exit.")
 def prove(peer, peer_port, peer_proto, prefer, as_json, ready_file, ebpf):
     """Prove, stage by stage, that loopback traffic never reaches a NIC driver
@@ -98,7 +98,7 @@ def _prove(peer, port, prefer, as_json, ready_file) -> int:
         click.echo("\n".join(fmt.header(report)) + "\n")
 
     def case(report):
-        lines = fmt.case_lines(report.verdicts[-1], len(report.verdicts), report.mechanisms)
+        lines = fmt.case_lines(report.verdicts[-1], len(report.verdicts), report.states)
         click.echo("\n".join(lines) + "\n")
 
     if not as_json:

@@ -20,6 +20,7 @@ from .errors import NetprobeError
 from .flowfilter import FlowFilter
 from .kernel import require_root
 from .prove import CaseResult, FlowPlan, FlowResult, Peer, Report, flow_counts, judge, plan_cases
+from .stagestate import to_json as state_json
 from .topology import VethPair
 from .traffic import tcp_echo, tcp_flow, udp_echo, udp_flow
 
@@ -69,13 +70,12 @@ def run_prove(*, port: int, peer: Peer | None = None, prefer: Sequence[str] = ()
                 raise NetprobeError(f"building the test namespaces: {e}") from None
         pair.wait_up()
         session = stack.enter_context(ProbeSession(flow=FlowFilter(port=port), prefer=prefer))
-        report = Report(port, session.mechanisms(), namespaces=pair.namespaces,
-                        veth=(pair.a.dev, pair.b.dev), peer=peer, warnings=session.warnings,
-                        notes={name: st.choice.candidate.note for name, st in session.status.items()
-                               if st.choice.candidate})
+        report = Report(port, dict(session.states), namespaces=pair.namespaces,
+                        veth=(pair.a.dev, pair.b.dev), peer=peer, warnings=session.warnings)
         if ready_file:
             Path(ready_file).write_text(json.dumps({"namespaces": list(pair.namespaces),
-                                                    "mechanisms": report.mechanisms}))
+                                                    "stages": {n: state_json(st) for n, st
+                                                               in report.states.items()}}))
         if on_start:
             on_start(report)
         before = _settled(session)
@@ -93,7 +93,7 @@ def run_prove(*, port: int, peer: Peer | None = None, prefer: Sequence[str] = ()
                 before = now
             client = os.stat(client_ns).st_ino if client_ns else own
             report.verdicts.append(judge(CaseResult(case, client, tuple(results)),
-                                         report.mechanisms))
+                                         report.states))
             if on_case:
                 on_case(report)
         report.seconds = time.monotonic() - t0

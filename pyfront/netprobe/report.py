@@ -8,6 +8,7 @@ from typing import Iterable, Mapping, Sequence
 
 from .catalogue import DEVICE_STAGES, PROTOCOL_STAGES, STAGES
 from .devices import Device
+from .stagestate import StageState, to_json as state_json, unavailable
 
 
 @dataclass(frozen=True)
@@ -103,14 +104,13 @@ def protocol_rows(now: Mapping, before: Mapping, seconds: float,
 
 
 def to_json(rows: Sequence[DeviceRow], prows: Sequence[ProtocolRow], *, time: str,
-            seconds: float, mechanisms: Mapping[str, str], flow: str, dropped: int,
+            seconds: float, states: Mapping[str, StageState], flow: str, dropped: int,
             warnings: Sequence[str] = ()) -> dict:
     return {
         "time": time,
         "interval_s": round(seconds, 3),
         "filter": flow,
-        "stages": [{"name": s.name, "layer": s.layer, "direction": s.direction,
-                    "mechanism": mechanisms.get(s.name, "unavailable")} for s in STAGES],
+        "stages": [state_json(states.get(s.name) or unavailable(s)) for s in STAGES],
         "devices": [{
             "netns": r.device.netns, "netns_name": r.device.netns_name,
             "ifindex": r.device.ifindex, "name": r.device.name, "driver": r.device.driver,

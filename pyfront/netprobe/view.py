@@ -9,9 +9,10 @@ from rich.text import Text
 
 from .catalogue import DEVICE_STAGES
 from .report import DeviceRow, ProtocolRow, human
+from .stagestate import StageState, unavailable
 
 
-def render(rows: Sequence[DeviceRow], prows: Sequence[ProtocolRow], mechanisms: Mapping[str, str],
+def render(rows: Sequence[DeviceRow], prows: Sequence[ProtocolRow], states: Mapping[str, StageState],
            *, flow: str, seconds: float, dropped: int, warnings: Sequence[str] = ()) -> Group:
     t = Table(box=None, pad_edge=False, header_style="bold", padding=(0, 1),
               title=f"netprobe — {flow} — per {seconds:.1f}s: packets/s (total)", title_justify="left")
@@ -29,7 +30,7 @@ def render(rows: Sequence[DeviceRow], prows: Sequence[ProtocolRow], mechanisms: 
         cells = []
         for s in DEVICE_STAGES:
             c = r.cells[s.name]
-            if mechanisms.get(s.name, "").startswith("unavailable"):
+            if s.name in states and not states[s.name].attached:
                 cells.append(Text("n/a", style="dim"))
             elif c.packets == 0:
                 cells.append(Text("·", style="dim"))
@@ -49,8 +50,8 @@ def render(rows: Sequence[DeviceRow], prows: Sequence[ProtocolRow], mechanisms: 
                           human(c.bps))
         parts.append(p)
     foot = Text("● physical NIC   stage mechanisms:\n", style="dim")
-    for name, mech in mechanisms.items():
-        foot.append(f"  {name:<18} {mech}\n", style="dim")
+    for name, st in states.items():
+        foot.append(f"  {name:<18} {st.describe()}\n", style="dim")
     if dropped:
         foot.append(f"  {dropped} hits not counted: counts map full\n", style="red")
     for w in warnings:

@@ -12,6 +12,7 @@ from .errors import NetprobeError
 from .flowfilter import FlowFilter
 from .kernel import require_root
 from .report import DeviceSelector, active_rows, device_rows, protocol_rows, to_json
+from .stagestate import to_json as state_json
 
 
 def run_watch(*, flow: FlowFilter, selector: DeviceSelector, prefer: Sequence[str],
@@ -21,11 +22,12 @@ def run_watch(*, flow: FlowFilter, selector: DeviceSelector, prefer: Sequence[st
     from .session import ProbeSession
 
     with ProbeSession(flow=flow, prefer=prefer) as session:
-        if not any(st.choice.available for st in session.status.values()):
+        if not any(st.attached for st in session.states.values()):
             raise NetprobeError("no stage could be attached on this kernel: run `netprobe doctor`")
         before = session.read()
         if ready_file:
-            Path(ready_file).write_text(json.dumps(session.mechanisms()))
+            Path(ready_file).write_text(json.dumps(
+                {name: state_json(st) for name, st in session.states.items()}))
         deadline = time.monotonic() + duration if duration else None
         console = live = None
         if not as_json:
@@ -55,14 +57,14 @@ def run_watch(*, flow: FlowFilter, selector: DeviceSelector, prefer: Sequence[st
                 prows = protocol_rows(now.values, before.values, seconds, names)
                 if as_json:
                     obj = to_json(rows, prows, time=datetime.now(timezone.utc).isoformat(),
-                                  seconds=seconds, mechanisms=session.mechanisms(),
+                                  seconds=seconds, states=session.states,
                                   flow=flow.describe(), dropped=now.dropped,
                                   warnings=session.warnings)
                     print(json.dumps(obj), flush=True)
                 else:
                     from .view import render
 
-                    live.update(render(rows, prows, session.mechanisms(), flow=flow.describe(),
+                    live.update(render(rows, prows, session.states, flow=flow.describe(),
                                        seconds=seconds, dropped=now.dropped,
                                        warnings=session.warnings), refresh=True)
                 before = now

@@ -40,8 +40,8 @@ def session(bpf_ok):
 
 
 def test_every_stage_takes_its_kprobe(session):
-    mech = session.mechanisms()
-    assert all(m.startswith("kprobe ") for m in mech.values()), mech
+    mech = {name: st.describe() for name, st in session.states.items()}
+    assert all(st.mechanism == "kprobe" for st in session.states.values()), mech
     assert "e1000_xmit_frame" in mech["driver_xmit"] and "loopback_xmit" in mech["driver_xmit"]
 
 

@@ -8,10 +8,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from netprobe.catalogue import BY_NAME, STAGES
 from netprobe.devices import Device
 from netprobe.exporter import (DEFAULT_LISTEN, DEFAULT_PORT, METRICS, NO_MECHANISM, BuildInfo,
-                               Scrape, StageState, families, format_address, landing_page,
-                               parse_listen_address, stable_netns_names, stage_states)
+                               Scrape, families, format_address, landing_page,
+                               parse_listen_address, stable_netns_names)
+from netprobe.stagestate import StageState
 from netprobe.report import DeviceSelector
-from netprobe.session import Counts
+from netprobe.counting import Counts
 
 ROOT_NS, NS2 = 4026531840, 4026532999
 LO = Device(ROOT_NS, 1, "lo", "loopback", False, "loopback_xmit", 0xA1, "root")
@@ -30,8 +31,7 @@ COUNTS = Counts(0.0, {
 
 
 def all_attached(unavailable=()):
-    return [StageState(s, NO_MECHANISM if s.name in unavailable else "raw_tracepoint")
-            for s in STAGES]
+    return [StageState(s, None if s.name in unavailable else "raw_tracepoint") for s in STAGES]
 
 
 def scrape(counts=COUNTS, devices=DEVICES, names=NAMES, stages=None, errors=None):
@@ -249,15 +249,6 @@ def test_format_address_round_trips():
 def test_default_port_clashes_with_no_well_known_exporter():
     assert DEFAULT_LISTEN.startswith("127.0.0.1:")
     assert DEFAULT_PORT not in (9090, 9091, 9093, 9100, 9435) and not 9100 <= DEFAULT_PORT <= 9999
-
-
-def test_stage_states_from_session_mechanisms():
-    states = stage_states(STAGES, {"ip_output": "netfilter", "driver_xmit": "unavailable"})
-    by = {s.stage.name: s for s in states}
-    assert by["ip_output"].attached and by["ip_output"].mechanism == "netfilter"
-    assert not by["driver_xmit"].attached and by["driver_xmit"].mechanism == "none"
-    assert by["l4_rcv"].mechanism == "none"  # not in the session at all
-    assert by["ip_output"].stage is BY_NAME["ip_output"]
 
 
 def test_landing_page_links_the_metrics_and_escapes():

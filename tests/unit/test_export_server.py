@@ -18,20 +18,20 @@ from netprobe.errors import NetprobeError
 from netprobe.export_server import MetricsServer, SessionCollector, make_app, tls_context
 from netprobe.exporter import BuildInfo
 from netprobe.netns import Netns
-from netprobe.session import Counts
+from netprobe.counting import Counts
+from netprobe.stagestate import StageState
 
 ROOT_NS = 4026531840
 BUILD = BuildInfo("0.1.0", "3.11.2", "0.26.0", "6.18.0", "all traffic")
 
 
 class FakeSession:
-    """What SessionCollector uses of a ProbeSession: status, stages, namespaces, devices,
+    """What SessionCollector uses of a ProbeSession: states, stages, namespaces, devices,
     refresh(), read() and netfilter_unattached(). Each read counts one more packet on lo."""
 
     def __init__(self, fail_refresh=False, fail_read=False):
         self.stages = STAGES
-        self.status = {s.name: SimpleNamespace(choice=SimpleNamespace(mechanism="raw_tracepoint"))
-                       for s in STAGES}
+        self.states = {s.name: StageState(s, "raw_tracepoint") for s in STAGES}
         self.namespaces = {ROOT_NS: Netns(ROOT_NS, "/proc/1/ns/net", "root")}
         self.devices = {}
         self.fail_refresh, self.fail_read = fail_refresh, fail_read

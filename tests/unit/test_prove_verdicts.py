@@ -4,6 +4,8 @@ import json
 import pytest
 
 from netprobe.devices import Device
+from netprobe.catalogue import BY_NAME
+from netprobe.stagestate import Refusal, StageState
 from netprobe.prove import (LOOPBACK, NIC, CasePlan, CaseResult, DevCount, FlowPlan, FlowResult, Peer,
                             Report, case_lines, flow_counts, judge, plan_cases, text, to_json)
 from netprobe.topology import Host
@@ -11,7 +13,7 @@ from netprobe.topology import Host
 A = Host("np-t-a", "npta", "10.9.0.1", "fd00:9::1")
 B = Host("np-t-b", "nptb", "10.9.0.2", "fd00:9::2")
 NS_A, NS_B, ROOT = 11, 12, 1
-MECH = {"tcp_sendmsg": "raw_tracepoint sock:sock_send_length",
+WORDS = {"tcp_sendmsg": "raw_tracepoint sock:sock_send_length",
         "udp_sendmsg": "raw_tracepoint sock:sock_send_length",
         "ip_output": "netfilter ipv4:POST_ROUTING, ipv6:POST_ROUTING",
         "dev_queue_xmit": "raw_tracepoint net:net_dev_queue",
@@ -22,7 +24,17 @@ MECH = {"tcp_sendmsg": "raw_tracepoint sock:sock_send_length",
         "l4_rcv": "netfilter ipv4:LOCAL_IN, ipv6:LOCAL_IN"}
 # what a second netprobe at once leaves this one on a kernel without kprobes: netfilter links
 # at the same priority are refused (EBUSY)
-BUSY = "unavailable (netfilter: Device or resource busy)"
+BUSY = (Refusal("netfilter", "Device or resource busy"),)
+
+
+def _state(name: str, words: str | None = None) -> StageState:
+    if words is None:
+        return StageState(BY_NAME[name], None, fell_back_from=BUSY)
+    mech, targets = words.split(" ", 1)
+    return StageState(BY_NAME[name], mech, tuple(targets.split(", ")))
+
+
+MECH = {name: _state(name, words) for name, words in WORDS.items()}
 
 TX = ("ip_output", "dev_queue_xmit", "driver_xmit")
 RX = ("driver_rx", "netif_receive_skb", "ip_rcv", "l4_rcv")
@@ -178,7 +190,8 @@ def test_a_failed_flow_fails_its_claim_with_the_reason():
 
 
 def test_an_unavailable_claim_stage_means_cannot_tell():
-    mech = dict(MECH, driver_xmit="unavailable (raw_tracepoint: no tracepoint net:net_dev_start_xmit)")
+    mech = dict(MECH, driver_xmit=StageState(BY_NAME["driver_xmit"], None, passed_over=(
+        Refusal("raw_tracepoint", "no tracepoint net:net_dev_start_xmit"),)))
     v = judge(CaseResult(_plan("loopback", LOOPBACK), NS_A,
                          (flow("tcp", "127.0.0.1", dev("lo", 3, 3)),)), mech)
     assert not v.holds
@@ -199,8 +212,10 @@ def _report():
         flow("tcp", "fd00:255::2", dev("npta", 1119, 1108), dev("nptb", 1108, 1119, ns=NS_B)),
         FlowResult(FlowPlan("udp", "fd00:255::2"), (dev("npta", 127),), note="127 of 128 datagrams arrived"))),
         MECH)
-    return Report(7777, MECH, [v1, v3], ("np-t-a", "np-t-b"), ("npta", "nptb"), seconds=1.62,
-                  notes={"driver_xmit": "net:net_dev_start_xmit, just before ndo_start_xmit"})
+    states = dict(MECH, driver_xmit=StageState(
+        BY_NAME["driver_xmit"], "raw_tracepoint", ("net:net_dev_start_xmit",),
+        note="net:net_dev_start_xmit, just before ndo_start_xmit"))
+    return Report(7777, states, [v1, v3], ("np-t-a", "np-t-b"), ("npta", "nptb"), seconds=1.62)
 
 
 def test_case_lines_table_and_verdicts():
@@ -248,13 +263,14 @@ def test_json_is_serialisable_and_carries_claims_and_per_flow_counts():
     assert (f["proto"], f["family"], f["server"]) == ("tcp", "ipv6", "fd00:255::2")
     assert f["devices"][0]["stages"]["driver_xmit"] == 1119
     assert f["devices"][0]["stages"]["driver_rx"] == 1108
-    assert {s["name"]: s["mechanism"] for s in obj["stages"]}["tcp_sendmsg"] == MECH["tcp_sendmsg"]
+    st = {s["name"]: s for s in obj["stages"]}["tcp_sendmsg"]
+    assert (st["mechanism"], st["description"]) == ("raw_tracepoint", WORDS["tcp_sendmsg"])
 
 
 def test_a_stage_no_mechanism_reached_reads_n_a_not_zero():
     r = _report()
-    r.mechanisms = dict(MECH, ip_output=BUSY, ip_rcv=BUSY, l4_rcv=BUSY)
-    lines = case_lines(r.verdicts[0], 1, r.mechanisms)
+    r.states = dict(MECH, **{s: _state(s) for s in ("ip_output", "ip_rcv", "l4_rcv")})
+    lines = case_lines(r.verdicts[0], 1, r.states)
     assert lines[2] == "   tcp 127.0.0.1  lo        n/a    59     59     59      59    n/a    n/a"
     assert r.verdicts[0].holds  # the claims rest on dev_queue_xmit and driver_xmit only
     dev = to_json(r)["cases"][0]["flows"][0]["devices"][0]["stages"]

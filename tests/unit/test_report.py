@@ -1,5 +1,7 @@
 from netprobe.devices import Device, WalkRecord, describe
 from netprobe.kallsyms import Kallsyms
+from netprobe.catalogue import BY_NAME
+from netprobe.stagestate import StageState
 from netprobe.report import (DeviceSelector, active_rows, device_rows, human, protocol_rows,
                              to_json)
 
@@ -49,7 +51,8 @@ def test_protocol_rows_and_json():
     prows = protocol_rows(now, {}, 1.0, {1: "root"})
     assert [(r.protocol, r.cells["tcp_sendmsg"].packets) for r in prows] == [("tcp", 4)]
     obj = to_json(device_rows(now, {}, 1.0, DEVS), prows, time="t", seconds=1.0,
-                  mechanisms={"driver_xmit": "raw_tracepoint net:net_dev_start_xmit"},
+                  states={"driver_xmit": StageState(BY_NAME["driver_xmit"], "raw_tracepoint",
+                                                    ("net:net_dev_start_xmit",))},
                   flow="all traffic", dropped=0)
     lo = next(d for d in obj["devices"] if d["name"] == "lo" and d["netns"] == 1)
     assert lo["xmit"] == "loopback_xmit" and lo["stages"]["driver_xmit"]["packets"] == 8
