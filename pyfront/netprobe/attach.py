@@ -14,7 +14,7 @@ import os
 from typing import Iterable, Mapping, Sequence
 
 from . import bpfsys, loader
-from .catalogue import KPROBE, NDO_START_XMIT, NETFILTER, RAW_TRACEPOINT, STAGES, TP_BTF, Stage
+from .catalogue import ALL_STAGES, KPROBE, NDO_START_XMIT, NETFILTER, RAW_TRACEPOINT, TP_BTF, Stage
 from .devices import Device, xmit_functions
 from .errors import NetprobeError
 from .kernel import Kernel
@@ -38,7 +38,7 @@ def prog_key(mechanism: str, fn: str, target: str) -> str:
 def stages_of(sets: Sequence[ProgramSet]) -> tuple[Stage, ...]:
     """The catalogue stages any of these sets attaches to, in path order"""
     wanted = {name for s in sets for name in s.stages}
-    return tuple(s for s in STAGES if s.name in wanted)
+    return tuple(s for s in ALL_STAGES if s.name in wanted)
 
 
 def program_specs(sets: Sequence[ProgramSet], kernel: Kernel) -> list[loader.ProgSpec]:

@@ -43,7 +43,7 @@ class Candidate:
 class Stage:
     name: str
     layer: str       # "L4", "L3", "L2", "driver"
-    direction: str   # "tx" or "rx"
+    direction: str   # "tx" or "rx" on the path; "end" where an skb's life ends
     title: str       # short column title
     candidates: tuple[Candidate, ...] = field(repr=False)
     per_device: bool = True  # False: keyed by (netns, protocol), runs before a device exists
@@ -131,12 +131,24 @@ STAGES: tuple[Stage, ...] = (
     )),
 )
 
-STAGE_IDS: dict[str, int] = {s.name: i for i, s in enumerate(STAGES)}
-BY_NAME: dict[str, Stage] = {s.name: s for s in STAGES}
+# Where an skb's life ends: freed as a drop (kfree_skb, with the kernel's reason where it gives
+# one) or consumed normally. Not a step on the path, so not a column of counts: the features that
+# follow skbs to their end (drops, trace) attach here.
+END_STAGES: tuple[Stage, ...] = (
+    Stage("drop", "any", "end", "drop", _tracepoint(("skb:kfree_skb", "drop"),
+                                                    note="skb:kfree_skb, in kfree_skb_reason")),
+    Stage("consume", "any", "end", "consume", _tracepoint(("skb:consume_skb", "consume"),
+                                                          note="skb:consume_skb")),
+)
+ALL_STAGES = STAGES + END_STAGES
+
+STAGE_IDS: dict[str, int] = {s.name: i for i, s in enumerate(ALL_STAGES)}
+BY_NAME: dict[str, Stage] = {s.name: s for s in ALL_STAGES}
 DEVICE_STAGES = tuple(s for s in STAGES if s.per_device)
 PROTOCOL_STAGES = tuple(s for s in STAGES if not s.per_device)
 
 
 def stage_cflags() -> list[str]:
-    """-DSTAGE_<name>=<id>: the C side's only knowledge of the catalogue."""
-    return [f"-DSTAGE_{s.name}={i}" for i, s in enumerate(STAGES)] + [f"-DNP_NSTAGES={len(STAGES)}"]
+    """-DSTAGE_<name>=<id>: the C side's only knowledge of the catalogue. NP_NSTAGES counts the
+    path stages only (the counting arrays' size); the end stages' ids follow them."""
+    return [f"-DSTAGE_{s.name}={i}" for i, s in enumerate(ALL_STAGES)] + [f"-DNP_NSTAGES={len(STAGES)}"]

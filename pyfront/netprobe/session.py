@@ -14,7 +14,7 @@ from typing import Sequence
 
 from . import bpfmaps, loader, netns
 from .attach import Attachments, program_specs
-from .catalogue import STAGES, Stage
+from .catalogue import ALL_STAGES, Stage
 from .countreader import CountReader
 from .counting import Counts, device_changes
 from .devices import Device
@@ -31,14 +31,15 @@ __all__ = ["ProbeSession", "Counts"]
 
 class ProbeSession:
     def __init__(self, flow: FlowFilter = FlowFilter(), prefer: Sequence[str] = (),
-                 stages: Sequence[Stage] = STAGES, kernel: Kernel | None = None,
+                 stages: Sequence[Stage] = ALL_STAGES, kernel: Kernel | None = None,
                  sets: Sequence[ProgramSet] = (COUNTING,)):
         self.flow = flow
         self.prefer = tuple(prefer)
-        self.stages = tuple(stages)
         self.kernel = kernel or Kernel()
         # the inventory always: every command names devices
         self.sets = (INVENTORY, *[s for s in sets if s is not INVENTORY])
+        # the stages this session's sets attach to (of those asked for), in path order
+        self.stages = tuple(s for s in stages if any(s.name in ps.stages for ps in self.sets))
         self.program: Program | None = None
         self.maps: dict[str, bpfmaps.Map] = {}
         self.devices: dict[tuple[int, int], Device] = {}
@@ -87,9 +88,7 @@ class ProbeSession:
         if COUNTING in self.sets:
             self._counts = CountReader(self.maps)
         self._attachments = Attachments(self.kernel, self._loaded, self.sets, self.prefer)
-        wanted = {s.name for s in self.stages}
-        self._attachments.attach_stages([s for s in STAGES if s.name in wanted
-                                         and any(s.name in ps.stages for ps in self.sets)])
+        self._attachments.attach_stages(self.stages)
         self.refresh()
         self.started_at = time.monotonic()
 
