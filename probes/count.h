@@ -101,6 +101,12 @@ static __always_inline void np_count_dev(void *dev, u32 stage, u32 len)
             /* a new owner, or this address is another device now (freed and reused, or
              * moved to another namespace): the old identity is gone, and its counts too */
             __builtin_memset(s->v, 0, sizeof(s->v));
+            if (s->dev != (u64)dev) {
+                /* a live device at a released address (slab reuse): released no more, or
+                 * the next device to collide here would take its slot and counts away */
+                u64 me = (u64)dev;
+                released.delete(&me);
+            }
             s->dev = (u64)dev;
             s->netns = netns;
             s->ifindex = ifindex;

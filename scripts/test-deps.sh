@@ -4,7 +4,7 @@
 # service is kept from starting: the tests run their own server on a port of their own.
 set -euo pipefail
 missing=()
-for p in prometheus bpftool iproute2; do
+for p in prometheus bpftool iproute2 iputils-ping; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import errno
 import os
+import time
+from dataclasses import dataclass, replace
 from typing import Iterable, Mapping, Sequence
 
 from . import bpfsys, loader
@@ -68,6 +70,20 @@ def program_specs(sets: Sequence[ProgramSet], kernel: Kernel) -> list[loader.Pro
     return list(specs.values())
 
 
+@dataclass(frozen=True)
+class LateNetns:
+    """A namespace that appeared while netprobe ran: its netfilter stages count from `since`
+    (the packets it passed before that were not seen there)."""
+    inum: int
+    name: str
+    stages: tuple[str, ...]
+    since: float  # wall-clock time the links were made
+
+    @property
+    def since_text(self) -> str:
+        return time.strftime("%H:%M:%S", time.localtime(self.since)) + f".{int(self.since % 1 * 1000):03d}"
+
+
 class _Without:
     """Kernel facts with some mechanisms taken away (after one failed to attach)."""
 
@@ -93,6 +109,8 @@ class Attachments:
         self._nf_links: dict[int, list[int]] = {}   # netns inum -> link fds
         self._nf_failed: set[int] = set()
         self._xmit_syms: set[str] = set()            # driver xmit functions seen
+        self._started = False
+        self._late: dict[int, LateNetns] = {}         # namespaces linked after the start
 
     # -- stages ----------------------------------------------------------------------------
     def attach_stages(self, stages: Iterable[Stage] | None = None) -> dict[str, StageState]:
@@ -186,6 +204,18 @@ class Attachments:
         for inum in [i for i in self._nf_links if i not in namespaces]:
             for fd in self._nf_links.pop(inum):
                 os.close(fd)
+        for inum, late in list(self._late.items()):
+            if inum not in namespaces:
+                del self._late[inum]
+            elif namespaces[inum].name != late.name:  # first seen as "pid:N", named since
+                self._late[inum] = replace(late, name=namespaces[inum].name)
+
+    def started(self) -> None:
+        """From now on a namespace that gets its links late is reported as such"""
+        self._started = True
+
+    def late_namespaces(self) -> list[LateNetns]:
+        return list(self._late.values())
 
     def _attach_nf_in(self, ns: Netns) -> None:
         programs = self._nf_programs()
@@ -204,6 +234,10 @@ class Attachments:
                                  f"{getattr(e, 'strerror', None) or e}")
             return
         self._nf_links[ns.inum] = fds
+        if self._started:
+            stages = tuple(dict.fromkeys(c.stage.name for c in self._choices.values()
+                                         for a in c.attaches if a.mechanism == NETFILTER))
+            self._late[ns.inum] = LateNetns(ns.inum, ns.name, stages, time.time())
 
     def netfilter_unattached(self) -> list[int]:
         """Namespaces (inode numbers) where the netfilter stages' links could not be made"""

@@ -31,12 +31,19 @@ class CountReader:
                            _STAGE_NAMES)
         return Counts(time.monotonic(), values, sum(v.value for v in m["dropped"][0]))
 
-    def devices_changed(self, vanished: Sequence[Device]) -> None:
+    def devices_changed(self, vanished: Sequence[Device], present: Iterable[Device]) -> None:
         """Tell the probes' per-CPU slots that devices changed: each slot re-reads its owner's
         identity once, and slots of vanished devices may be taken back."""
         released = self._maps["released"]
+        live = {d.addr for d in present}
+        for addr in live & self._released:  # a new device at a vanished one's address (slab reuse)
+            self._released.discard(addr)
+            try:
+                del released[addr]
+            except KeyError:
+                pass
         for d in vanished:
-            if d.addr:
+            if d.addr and d.addr not in live:
                 try:
                     released[d.addr] = released.value_type(1)
                 except OSError:  # full: that slot just stays taken (counts still go to the hash)

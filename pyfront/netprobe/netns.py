@@ -19,10 +19,24 @@ class Netns:
 
 
 def _inum(path: str) -> int | None:
+    """The namespace's inode number, or None when `path` is not a network namespace (yet:
+    `ip netns add` creates its /run/netns file a moment before it bind-mounts the namespace
+    there)"""
     try:
-        return os.stat(path).st_ino
+        st = os.stat(path)
     except OSError:
         return None
+    return st.st_ino if st.st_dev == _NSFS_DEV else None
+
+
+def _nsfs_dev() -> int | None:
+    try:
+        return os.stat("/proc/self/ns/net").st_dev
+    except OSError:
+        return None
+
+
+_NSFS_DEV = _nsfs_dev()
 
 
 def root_handle() -> str | None:

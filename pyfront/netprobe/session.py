@@ -22,6 +22,7 @@ from .errors import NetprobeError
 from .flowfilter import FlowFilter
 from .inventory import Inventory
 from .kernel import Kernel, ensure_tracefs
+from .nswatch import NetnsWatcher
 from .program import Program, build
 from .programsets import COUNTING, INVENTORY, ProgramSet
 from .stagestate import StageState
@@ -32,7 +33,7 @@ __all__ = ["ProbeSession", "Counts"]
 class ProbeSession:
     def __init__(self, flow: FlowFilter = FlowFilter(), prefer: Sequence[str] = (),
                  stages: Sequence[Stage] = ALL_STAGES, kernel: Kernel | None = None,
-                 sets: Sequence[ProgramSet] = (COUNTING,)):
+                 sets: Sequence[ProgramSet] = (COUNTING,), follow: bool = True):
         self.flow = flow
         self.prefer = tuple(prefer)
         self.kernel = kernel or Kernel()
@@ -51,6 +52,8 @@ class ProbeSession:
         self._inventory: Inventory | None = None
         self._counts: CountReader | None = None
         self._lock = threading.RLock()
+        # hears of namespaces as they come and go (nswatch.py); off: only refresh() looks
+        self._watcher = NetnsWatcher(self._follow_namespaces) if follow else None
 
     # -- lifecycle -----------------------------------------------------------------------
     def __enter__(self) -> "ProbeSession":
@@ -90,13 +93,18 @@ class ProbeSession:
         self._attachments = Attachments(self.kernel, self._loaded, self.sets, self.prefer)
         self._attachments.attach_stages(self.stages)
         self.refresh()
+        self._attachments.started()
         self.started_at = time.monotonic()
+        if self._watcher is not None:
+            self._watcher.start()
 
     def build_program(self) -> Program:
         """The C to load; the benchmark's floor (empty programs on the same hooks) overrides it."""
         return build(self.kernel, self.flow, self.sets)
 
     def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.stop()
         with self._lock:
             if self._attachments is not None:
                 self._attachments.close()
@@ -113,7 +121,11 @@ class ProbeSession:
 
     @property
     def warnings(self) -> list[str]:
-        return self._own_warnings + (self._attachments.warnings if self._attachments else [])
+        if self._attachments is None:
+            return list(self._own_warnings)
+        late = [f"netns {n.name}: {', '.join(n.stages)} count from {n.since_text} (it appeared "
+                f"while netprobe ran)" for n in self._attachments.late_namespaces()]
+        return self._own_warnings + self._attachments.warnings + late
 
     def netfilter_unattached(self) -> list[int]:
         """Namespaces (inode numbers) where the netfilter stages' links could not be made"""
@@ -126,16 +138,22 @@ class ProbeSession:
         namespaces, kprobe new drivers' xmit functions, forget the counts of devices that are
         gone (so a reused ifindex starts from zero)."""
         with self._lock:
-            self.namespaces = netns.scan()
+            self._follow_namespaces()
             devices = self._inventory.devices(self.namespaces)
-            self._attachments.follow_namespaces(self.namespaces)
             gone, changed = device_changes(self.devices, devices)
             if self._counts is not None and changed:
-                self._counts.devices_changed(gone)
+                self._counts.devices_changed(gone, devices.values())
             self.devices = devices
             if self._counts is not None and gone:
                 self._counts.forget({d.key for d in gone})
             self._attachments.follow_devices(self.devices.values())
+
+    def _follow_namespaces(self) -> None:
+        with self._lock:
+            if self._attachments is None:  # closed under the watcher
+                return
+            self.namespaces = netns.scan()
+            self._attachments.follow_namespaces(self.namespaces)
 
     # -- reading -------------------------------------------------------------------------
     def read(self) -> Counts:
