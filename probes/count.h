@@ -59,6 +59,9 @@ struct np_slot {
     u64 epoch; /* the `epoch` at which the owner's identity was last read */
     u32 netns;
     u32 ifindex;
+    /* the namespace's net_cookie, never reused (its inode number is): a device at the same
+     * address and ifindex in a namespace made anew is another device */
+    u64 cookie;
     struct np_val v[NP_NSTAGES];
 };
 
@@ -68,17 +71,20 @@ BPF_ARRAY(epoch, u64, 1);
 /* addresses of vanished devices, whose slots may be taken back (looked up only on a collision) */
 BPF_HASH(released, u64, u8, 1024);
 
-static __always_inline void np_dev_identity(void *dev, u32 *netns, u32 *ifindex)
+static __always_inline void np_dev_identity(void *dev, u32 *netns, u32 *ifindex, u64 *cookie)
 {
     void *net = NULL;
     bpf_probe_read_kernel(ifindex, sizeof(*ifindex), (char *)dev + OFF_DEV_IFINDEX);
     NP_READ(net, dev, DEV_NET);
     bpf_probe_read_kernel(netns, sizeof(*netns), (char *)net + OFF_NET_INUM);
+    if (cookie)
+        bpf_probe_read_kernel(cookie, sizeof(*cookie), (char *)net + OFF_NET_COOKIE);
 }
 
 static __always_inline void np_count_dev(void *dev, u32 stage, u32 len)
 {
     u32 zero = 0, netns = 0, ifindex = 0;
+    u64 cookie = 0;
     if (!dev || stage >= NP_NSTAGES)
         return;
     u32 idx = np_slot_of((u64)dev);
@@ -90,14 +96,15 @@ static __always_inline void np_count_dev(void *dev, u32 stage, u32 len)
         if (s->dev != (u64)dev && s->dev != 0) {
             u64 owner = s->dev;
             if (!released.lookup(&owner)) {
-                np_dev_identity(dev, &netns, &ifindex);
+                np_dev_identity(dev, &netns, &ifindex, NULL);
                 np_add(netns, ifindex, stage, len);
                 return;
             }
             s->dev = 0; /* its owner vanished: take the slot back */
         }
-        np_dev_identity(dev, &netns, &ifindex);
-        if (s->dev != (u64)dev || s->netns != netns || s->ifindex != ifindex) {
+        np_dev_identity(dev, &netns, &ifindex, &cookie);
+        if (s->dev != (u64)dev || s->netns != netns || s->ifindex != ifindex ||
+            s->cookie != cookie) {
             /* a new owner, or this address is another device now (freed and reused, or
              * moved to another namespace): the old identity is gone, and its counts too */
             __builtin_memset(s->v, 0, sizeof(s->v));
@@ -110,6 +117,7 @@ static __always_inline void np_count_dev(void *dev, u32 stage, u32 len)
             s->dev = (u64)dev;
             s->netns = netns;
             s->ifindex = ifindex;
+            s->cookie = cookie;
         }
         s->epoch = *ep;
     }

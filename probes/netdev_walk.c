@@ -9,6 +9,7 @@
 struct np_netdev {
     u64 addr; /* the net_device itself: the probes' per-CPU slots are keyed by it */
     u64 xmit; /* ndo_start_xmit address; named from /proc/kallsyms by user space */
+    u64 cookie; /* the namespace's net_cookie: never reused, unlike its inode number */
     u32 netns;
     u32 ifindex;
     u32 flags;
@@ -29,6 +30,8 @@ int netdev_walk(struct bpf_raw_tracepoint_args *ctx)
     NP_READ(nsproxy, task, TASK_NSPROXY);
     NP_READ(net, nsproxy, NSPROXY_NET);
     NP_READ(netns, net, NET_INUM);
+    u64 cookie = 0;
+    NP_READ(cookie, net, NET_COOKIE);
     void *head = (char *)net + OFF_NET_DEV_BASE;
     bpf_probe_read_kernel(&pos, sizeof(pos), head);
     for (u32 i = 0; i < NP_MAX_NETDEVS; i++) {
@@ -42,6 +45,7 @@ int netdev_walk(struct bpf_raw_tracepoint_args *ctx)
         void *ops = NULL, *parent = NULL, *link_ops = NULL, *drv = NULL, *str = NULL;
         d->addr = (u64)dev;
         d->netns = netns;
+        d->cookie = cookie;
         NP_READ(d->ifindex, dev, DEV_IFINDEX);
         NP_READ(d->flags, dev, DEV_FLAGS);
         NP_READ(d->name, dev, DEV_NAME);

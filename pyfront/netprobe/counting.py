@@ -31,6 +31,7 @@ class DevSlot:
     netns: int
     ifindex: int
     values: Sequence[tuple[int, int]]          # per stage id: (packets, bytes)
+    cookie: int = 0                            # its namespace's net_cookie
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ def aggregate(hash_rows: Iterable[tuple[int, int, int, int, int]], dev_slots: It
         add(netns, ifindex, stage, pk, by)
     devices = list(devices)
     owner = {(d.netns, d.ifindex): d.addr for d in devices}
-    current = {d.addr: (d.netns, d.ifindex) for d in devices}
+    current = {d.addr: (d.netns, d.ifindex, d.cookie) for d in devices}
     for slot in dev_slots:
         if slot.dev and slot_counts(slot, current, owner, released):
             for i, (pk, by) in enumerate(slot.values):
@@ -71,16 +72,15 @@ def aggregate(hash_rows: Iterable[tuple[int, int, int, int, int]], dev_slots: It
     return values
 
 
-def slot_counts(slot: DevSlot, current: Mapping[int, tuple[int, int]],
+def slot_counts(slot: DevSlot, current: Mapping[int, tuple[int, int, int]],
                 owner: Mapping[tuple[int, int], int], released: set[int]) -> bool:
     """Whether a device slot's numbers are counted: only when it speaks for a device that
     exists — the one at this address now (a slot not yet re-read after the address was reused
     still holds the vanished device's numbers), or a device netprobe cannot list (a namespace
     it cannot enter) that did not vanish."""
-    ident = (slot.netns, slot.ifindex)
     if slot.dev in current:
-        return current[slot.dev] == ident
-    return slot.dev not in released and owner.get(ident, slot.dev) == slot.dev
+        return current[slot.dev] == (slot.netns, slot.ifindex, slot.cookie)
+    return slot.dev not in released and owner.get((slot.netns, slot.ifindex), slot.dev) == slot.dev
 
 
 def device_changes(old: Mapping[tuple[int, int], Device],
@@ -90,6 +90,6 @@ def device_changes(old: Mapping[tuple[int, int], Device],
     probes' slots must be told of)"""
     gone = [d for k, d in old.items()
             if k not in new or new[k].name != d.name or new[k].xmit_addr != d.xmit_addr
-            or new[k].addr != d.addr]
-    ids = lambda devs: {(d.addr, d.netns, d.ifindex) for d in devs.values()}  # noqa: E731
+            or new[k].addr != d.addr or new[k].cookie != d.cookie]
+    ids = lambda devs: {(d.addr, d.netns, d.ifindex, d.cookie) for d in devs.values()}  # noqa: E731
     return gone, ids(old) != ids(new)

@@ -23,7 +23,7 @@ class CountReader:
         m = self._maps
         rows = [(k.netns, k.ifindex, k.stage, sum(v.packets for v in per_cpu),
                  sum(v.bytes for v in per_cpu)) for k, per_cpu in m["counts"].items()]
-        dev_slots = [DevSlot(s.dev, s.netns, s.ifindex, _values(s.v))
+        dev_slots = [DevSlot(s.dev, s.netns, s.ifindex, _values(s.v), s.cookie)
                      for per_cpu in m["slots"].values() for s in per_cpu if s.dev]
         net_slots = [NetSlot(s.net, s.netns, _values(s.v))
                      for per_cpu in m["net_slots"].values() for s in per_cpu if s.net]

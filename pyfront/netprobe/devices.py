@@ -21,6 +21,7 @@ class Device:
     xmit_addr: int
     netns_name: str = ""
     addr: int = 0      # the struct net_device's address (identity within one kernel run)
+    cookie: int = 0    # its namespace's net_cookie, never reused (an inode number is)
 
     @property
     def key(self) -> tuple[int, int]:
@@ -43,6 +44,7 @@ class WalkRecord:
     driver: str
     xmit: int
     addr: int = 0
+    cookie: int = 0
 
 
 def describe(rec: WalkRecord, symbolize: Callable[[int], object | None],
@@ -58,7 +60,7 @@ def describe(rec: WalkRecord, symbolize: Callable[[int], object | None],
     sym = symbolize(rec.xmit) if rec.xmit else None
     xmit = str(sym) if sym else (f"0x{rec.xmit:x}" if rec.xmit else "")
     return Device(rec.netns, rec.ifindex, rec.name, driver, rec.physical, xmit, rec.xmit,
-                  netns_name, rec.addr)
+                  netns_name, rec.addr, rec.cookie)
 
 
 def xmit_functions(devices: Iterable[Device]) -> dict[str, list[Device]]:

@@ -42,6 +42,6 @@ class Inventory:
             r = self._table[i]
             rec = WalkRecord(r.netns, r.ifindex, r.flags, bool(r.physical),
                              r.name.decode(errors="replace"), r.kind.decode(errors="replace"),
-                             r.driver.decode(errors="replace"), r.xmit, r.addr)
+                             r.driver.decode(errors="replace"), r.xmit, r.addr, r.cookie)
             out.append(describe(rec, self._symbolize, ns.name))
         return out

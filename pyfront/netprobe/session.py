@@ -152,8 +152,14 @@ class ProbeSession:
         with self._lock:
             if self._attachments is None:  # closed under the watcher
                 return
+            before = set(self.namespaces)
             self.namespaces = netns.scan()
             self._attachments.follow_namespaces(self.namespaces)
+            if self._counts is not None and before and set(self.namespaces) != before:
+                # a namespace made anew may reuse a vanished one's inode number, and its
+                # devices their ifindex and address: the slots re-read their owners' identity
+                # (with the namespace's cookie) now, not at the next refresh
+                self._counts.devices_changed([], self.devices.values())
 
     # -- reading -------------------------------------------------------------------------
     def read(self) -> Counts:

@@ -22,7 +22,7 @@ def test_hash_rows_and_slots_of_live_devices_add_up():
 def test_a_slot_not_yet_reread_after_its_address_was_reused_is_not_counted():
     # 0x1000 is veth0 now; the slot still says (1, 1): the vanished lo's numbers
     moved = Device(2, 5, "veth0", "veth", False, "veth_xmit", 0xb, "ns2", addr=0x1000)
-    assert not slot_counts(slot(0x1000, 1, 1, 7), {0x1000: (2, 5)}, {(2, 5): 0x1000}, set())
+    assert not slot_counts(slot(0x1000, 1, 1, 7), {0x1000: (2, 5, 0)}, {(2, 5): 0x1000}, set())
     assert aggregate([], [slot(0x1000, 1, 1, 7)], [], [moved], set(), {2}, STAGES) == {}
 
 
@@ -48,3 +48,16 @@ def test_device_changes():
     other = Device(1, 1, "lo", "loopback", False, "loopback_xmit", 0xa, "root", addr=0x5000)
     assert device_changes({LO.key: LO}, {LO.key: other}) == ([LO], True)
     assert device_changes({LO.key: LO, VETH.key: VETH}, {LO.key: LO}) == ([VETH], True)
+
+
+def test_a_device_in_a_namespace_made_anew_is_another_device():
+    """Same netns inode (reused), same ifindex, same net_device address: only the namespace's
+    cookie tells the new device from the vanished one, whose counts it must not inherit."""
+    old = Device(2, 2, "v0", "veth", False, "veth_xmit", 0xb, "ns", addr=0x2000, cookie=41)
+    new = Device(2, 2, "v0", "veth", False, "veth_xmit", 0xb, "ns", addr=0x2000, cookie=42)
+    assert device_changes({old.key: old}, {new.key: new}) == ([old], True)
+    stale = DevSlot(0x2000, 2, 2, [(0, 0), (101, 0), (0, 0)], cookie=41)
+    assert aggregate([], [stale], [], [new], set(), {2}, STAGES) == {}
+    fresh = DevSlot(0x2000, 2, 2, [(0, 0), (101, 0), (0, 0)], cookie=42)
+    assert aggregate([], [fresh], [], [new], set(), {2}, STAGES) == {
+        CountKey(2, 2, "driver_xmit"): (101, 0)}
