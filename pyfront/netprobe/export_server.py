@@ -74,7 +74,7 @@ class SessionCollector:
                 self._netns_names, {ns.inum: ns.name for ns in self.session.namespaces.values()})
             return Scrape(counts, dict(self.session.devices), dict(self._netns_names),
                           self.stages(), dict(self._errors), time.monotonic() - start,
-                          self.session.netfilter_unattached())
+                          self.session.netfilter_unattached(), self.session.unlisted_netns())
 
     def collect(self):
         return families(self.scrape(), self.build, self.selector)

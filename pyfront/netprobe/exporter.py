@@ -106,6 +106,11 @@ NETNS_UNPROBED = MetricSpec(
     "kernels without kprobes) could not be attached: its packets are missing from them. The "
     "exporter's log says why.",
     ("netns",))
+NETNS_UNLISTED = MetricSpec(
+    "netprobe_netns_devices_unlisted", GAUGE,
+    "1 for a network namespace holding more devices than netprobe lists (65,536): the devices "
+    "beyond are still counted, but carry no name (device=\"ifN\").",
+    ("netns",))
 SCRAPE_SECONDS = MetricSpec(
     "netprobe_scrape_duration_seconds", GAUGE,
     "Time this scrape spent refreshing devices and reading the BPF maps.")
@@ -119,7 +124,8 @@ EXPORTER_INFO = MetricSpec(
     ("flow_filter", "kernel"))
 
 METRICS: tuple[MetricSpec, ...] = (SKBS, SKB_BYTES, L4_CALLS, L4_BYTES, DEVICE_INFO,
-                                   STAGE_ATTACHED, NETNS_UNPROBED, MAP_FULL, READ_ERRORS,
+                                   STAGE_ATTACHED, NETNS_UNPROBED, NETNS_UNLISTED, MAP_FULL,
+                                   READ_ERRORS,
                                    SCRAPE_SECONDS,
                                    BUILD_INFO, EXPORTER_INFO)
 
@@ -143,6 +149,7 @@ class Scrape:
     read_errors: Mapping[str, int]  # cumulative, per READ_OPERATIONS entry
     seconds: float
     unprobed_netns: Sequence[int] = ()  # namespaces without the netfilter stages' links
+    unlisted_netns: Sequence[int] = ()  # namespaces with more devices than the walk lists
 
 
 def netns_label(inum: int, names: Mapping[int, str]) -> str:
@@ -191,6 +198,8 @@ def families(scrape: Scrape, build: BuildInfo,
             1 if s.attached else 0)
     for inum in sorted(scrape.unprobed_netns):
         add(NETNS_UNPROBED, [netns_label(inum, names)], 1)
+    for inum in sorted(scrape.unlisted_netns):
+        add(NETNS_UNLISTED, [netns_label(inum, names)], 1)
     for op in READ_OPERATIONS:
         add(READ_ERRORS, [op], scrape.read_errors.get(op, 0))
     add(SCRAPE_SECONDS, [], scrape.seconds)

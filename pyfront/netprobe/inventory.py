@@ -8,6 +8,7 @@ from . import bpfmaps, bpfsys
 from .devices import Device, WalkRecord, describe
 from .errors import NetprobeError
 from .netns import Netns
+from .programsets import WALK_MAX
 
 
 class Inventory:
@@ -16,12 +17,16 @@ class Inventory:
         self._walk_fd = walk_fd
         self._count = maps["netdev_count"]
         self._table = maps["netdev_table"]
+        self._cursor = maps["netdev_cursor"]
         self._symbolize = symbolize
+        # namespaces (inode -> name) with more devices than the walk lists (WALK_MAX)
+        self.overflow: dict[int, str] = {}
 
     def devices(self, namespaces: Mapping[int, Netns]) -> dict[tuple[int, int], Device]:
         """Every device of these namespaces; a namespace that vanishes while we look is
         skipped, the root namespace's failure is an error."""
         out: dict[tuple[int, int], Device] = {}
+        self.overflow = {}
         for ns in namespaces.values():
             try:
                 for d in self.walk(ns):
@@ -32,16 +37,34 @@ class Inventory:
         return out
 
     def walk(self, ns: Netns) -> list[Device]:
+        """The namespace's devices, a page of the kernel's list per run of the walk (a device
+        added or removed between two runs may shift one across a page's edge: the next
+        refresh sees it)"""
+        out: dict[int, Device] = {}
         with bpfsys.in_netns(ns.path):
-            try:
-                bpfsys.test_run(self._walk_fd)
-            except OSError as e:
-                raise NetprobeError(f"listing devices of netns {ns.name}: {e.strerror}") from None
-        out = []
-        for i in range(self._count[0].value):
-            r = self._table[i]
-            rec = WalkRecord(r.netns, r.ifindex, r.flags, bool(r.physical),
-                             r.name.decode(errors="replace"), r.kind.decode(errors="replace"),
-                             r.driver.decode(errors="replace"), r.xmit, r.addr, r.cookie)
-            out.append(describe(rec, self._symbolize, ns.name))
-        return out
+            cursor, seen = 0, 0
+            while True:
+                self._cursor[0] = self._cursor.value_type(cursor)
+                try:
+                    bpfsys.test_run(self._walk_fd)
+                except OSError as e:
+                    raise NetprobeError(f"listing devices of netns {ns.name}: {e.strerror}") from None
+                n, cursor = self._count[0].value, self._cursor[0].value
+                for i in range(n):
+                    d = self._record(i, ns.name)
+                    if d.netns == ns.inum:  # not a node freed between two runs
+                        out[d.ifindex] = d
+                seen += n
+                if not cursor or n == 0:
+                    break
+                if seen >= WALK_MAX:
+                    self.overflow[ns.inum] = ns.name
+                    break
+        return list(out.values())
+
+    def _record(self, i: int, netns_name: str) -> Device:
+        r = self._table[i]
+        rec = WalkRecord(r.netns, r.ifindex, r.flags, bool(r.physical),
+                         r.name.decode(errors="replace"), r.kind.decode(errors="replace"),
+                         r.driver.decode(errors="replace"), r.xmit, r.addr, r.cookie)
+        return describe(rec, self._symbolize, netns_name)

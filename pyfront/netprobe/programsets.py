@@ -25,6 +25,7 @@ class ProgramSet:
     fn_prefix: str = ""            # its program at a hook: fn_prefix + the catalogue's hook fn
     on_demand: tuple[OnDemand, ...] = ()
     maps: tuple[str, ...] = ()     # the maps it reads: they must exist once loaded
+    cflags: tuple[str, ...] = ()   # -D flags its C takes from user space
 
     def fn(self, hook: Hook) -> str:
         return self.fn_prefix + hook.fn
@@ -32,8 +33,13 @@ class ProgramSet:
 
 # The device inventory every command needs: names, drivers and xmit functions of each
 # namespace's devices (probes/netdev_walk.c).
+# A namespace's devices are listed WALK_PAGE at a time, up to WALK_MAX of them (a bound on
+# the walk, so that a list changing under it cannot keep it going).
+WALK_PAGE = 256
+WALK_MAX = 65536
 INVENTORY = ProgramSet("inventory", ("netdev_walk.c",), on_demand=(OnDemand("netdev_walk"),),
-                       maps=("netdev_count", "netdev_table"))
+                       maps=("netdev_count", "netdev_table", "netdev_cursor"),
+                       cflags=(f"-DNP_WALK_PAGE={WALK_PAGE}",))
 
 # Packets and bytes per (netns, device, stage): count.h, read by counting.py.
 COUNTING = ProgramSet("counting", ("l4_send.c", "dev_tx.c", "dev_rx.c", "netfilter.c"),

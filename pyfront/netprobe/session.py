@@ -24,7 +24,7 @@ from .inventory import Inventory
 from .kernel import Kernel, ensure_tracefs
 from .nswatch import NetnsWatcher
 from .program import Program, build
-from .programsets import COUNTING, INVENTORY, ProgramSet
+from .programsets import COUNTING, INVENTORY, WALK_MAX, ProgramSet
 from .stagestate import StageState
 
 __all__ = ["ProbeSession", "Counts"]
@@ -125,7 +125,14 @@ class ProbeSession:
             return list(self._own_warnings)
         late = [f"netns {n.name}: {', '.join(n.stages)} count from {n.since_text} (it appeared "
                 f"while netprobe ran)" for n in self._attachments.late_namespaces()]
-        return self._own_warnings + self._attachments.warnings + late
+        unlisted = [f"netns {name}: more than {WALK_MAX:,} devices; those beyond are counted "
+                    f"but not named (ifN rows)" for name in self._inventory.overflow.values()]
+        return self._own_warnings + self._attachments.warnings + late + unlisted
+
+    def unlisted_netns(self) -> list[int]:
+        """Namespaces (inode numbers) with more devices than the inventory lists"""
+        with self._lock:
+            return sorted(self._inventory.overflow) if self._inventory else []
 
     def netfilter_unattached(self) -> list[int]:
         """Namespaces (inode numbers) where the netfilter stages' links could not be made"""

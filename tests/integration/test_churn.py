@@ -160,3 +160,14 @@ def test_a_device_in_a_namespace_made_anew_starts_from_zero(bpf_ok):
             finally:
                 ns.delete()
         assert not wrong, f"(cycle, counted) for {sent} sent: {wrong}"
+
+
+def test_a_namespace_of_600_devices_is_listed_whole(bpf_ok, churn_ns):
+    """More devices than one page of the walk (256) and than the old fixed table (512)."""
+    devs = churn_ns.make_pairs(300)
+    with ProbeSession() as s:
+        listed = {d.name for d in s.devices.values() if d.netns_name == churn_ns.name}
+        assert len(listed) == 601 and {"c299a", "c299b", "lo"} <= listed
+        churn_ns.send([devs[-1]] * 3)
+        assert _xmit_by_name(s, s.read(), churn_ns.name)["c299a"] == 3
+        assert not s.unlisted_netns() and not any("devices; those beyond" in w for w in s.warnings)

@@ -39,6 +39,9 @@ class FakeSession:
         self.in_use = 0
         self.overlapped = False
 
+    def unlisted_netns(self):
+        return []
+
     def netfilter_unattached(self):
         return []
 
