@@ -9,15 +9,51 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import os
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from .errors import NetprobeError
 
 _libc = ctypes.CDLL(None, use_errno=True)
-_NR_BPF = 321  # x86_64
-_NR_SETNS = 308
-_NR_PERF_EVENT_OPEN = 298
+
+
+@dataclass(frozen=True)
+class Syscalls:
+    bpf: int
+    setns: int
+    perf_event_open: int
+
+
+# System-call numbers differ per architecture, and a wrong one is another call, not an error.
+# x86_64: arch/x86/entry/syscalls/syscall_64.tbl; aarch64 uses the generic table,
+# include/uapi/asm-generic/unistd.h. The ioctl numbers and attr layouts used here are the same
+# on both (the generic _IOC encoding, fixed-width uapi structs).
+SYSCALLS = {
+    "x86_64": Syscalls(bpf=321, setns=308, perf_event_open=298),
+    "aarch64": Syscalls(bpf=280, setns=268, perf_event_open=241),
+}
+
+
+def syscalls_for(machine: str) -> Syscalls:
+    """The numbers for `machine` (as os.uname().machine spells it), or a one-line error."""
+    try:
+        return SYSCALLS[machine]
+    except KeyError:
+        raise NetprobeError(f"netprobe runs on {' and '.join(SYSCALLS)} only, "
+                            f"not on {machine}") from None
+
+
+def this_machine() -> Syscalls:
+    """This machine's numbers; netprobe asks at start, so that an unknown architecture is a
+    one-line error before anything is loaded."""
+    return syscalls_for(os.uname().machine)
+
+
+_nr = functools.cache(this_machine)
+
+
 BPF_PROG_LOAD = 5
 BPF_PROG_TEST_RUN = 10
 BPF_RAW_TRACEPOINT_OPEN = 17
@@ -92,7 +128,7 @@ def _errno_error() -> OSError:
 
 
 def _bpf(cmd: int, attr: ctypes.Structure) -> int:
-    ret = _libc.syscall(_NR_BPF, cmd, ctypes.byref(attr), ctypes.sizeof(attr))
+    ret = _libc.syscall(_nr().bpf, cmd, ctypes.byref(attr), ctypes.sizeof(attr))
     if ret < 0:
         raise _errno_error()
     return ret
@@ -166,7 +202,7 @@ def kprobe_attach(prog_fd: int, symbol: str) -> int:
     func = ctypes.create_string_buffer(symbol.encode())
     attr = _PerfEventAttr(type=pmu, size=ctypes.sizeof(_PerfEventAttr), sample_period=1,
                           wakeup_events=1, kprobe_func=ctypes.addressof(func))
-    fd = _libc.syscall(_NR_PERF_EVENT_OPEN, ctypes.byref(attr), -1, 0, -1, _PERF_FLAG_FD_CLOEXEC)
+    fd = _libc.syscall(_nr().perf_event_open, ctypes.byref(attr), -1, 0, -1, _PERF_FLAG_FD_CLOEXEC)
     if fd < 0:
         raise _errno_error()
     for request, arg in ((_PERF_EVENT_IOC_SET_BPF, prog_fd), (_PERF_EVENT_IOC_ENABLE, 0)):
@@ -211,6 +247,6 @@ def in_netns(path: str):
 
 
 def _setns(fd: int, what: str) -> None:
-    if _libc.syscall(_NR_SETNS, fd, CLONE_NEWNET) != 0:
+    if _libc.syscall(_nr().setns, fd, CLONE_NEWNET) != 0:
         err = ctypes.get_errno()
         raise NetprobeError(f"entering network namespace {what}: {os.strerror(err)}")
