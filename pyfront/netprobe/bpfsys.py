@@ -101,7 +101,7 @@ class _RawTpOpen(ctypes.Structure):
                 ("_pad0", ctypes.c_uint32), ("_pad", ctypes.c_uint64 * 4)]
 
 
-class _PerfEventAttr(ctypes.Structure):  # PERF_ATTR_SIZE_VER5
+class PerfEventAttr(ctypes.Structure):  # PERF_ATTR_SIZE_VER5
     _fields_ = [("type", ctypes.c_uint32), ("size", ctypes.c_uint32),
                 ("config", ctypes.c_uint64), ("sample_period", ctypes.c_uint64),
                 ("sample_type", ctypes.c_uint64), ("read_format", ctypes.c_uint64),
@@ -185,9 +185,26 @@ def raw_tracepoint_open(prog_fd: int, event: str | None = None) -> int:
 
 
 _PERF_FLAG_FD_CLOEXEC = 8
-_PERF_EVENT_IOC_ENABLE = 0x2400
-_PERF_EVENT_IOC_SET_BPF = 0x40042408
+PERF_EVENT_IOC_ENABLE = 0x2400
+PERF_EVENT_IOC_SET_BPF = 0x40042408
 KPROBE_PMU_TYPE = "/sys/bus/event_source/devices/kprobe/type"
+
+
+def perf_event_open(attr: PerfEventAttr, cpu: int = -1, pid: int = -1,
+                    ioctls: tuple[tuple[int, int], ...] = ()) -> int:
+    """A perf event for `attr` on one CPU (or any, -1), with these ioctls made on it; returns
+    its fd, closed again if an ioctl fails."""
+    attr.size = ctypes.sizeof(PerfEventAttr)
+    fd = _libc.syscall(_nr().perf_event_open, ctypes.byref(attr), pid, cpu, -1,
+                       _PERF_FLAG_FD_CLOEXEC)
+    if fd < 0:
+        raise _errno_error()
+    for request, arg in ioctls:
+        if _libc.ioctl(fd, request, arg) != 0:
+            e = _errno_error()
+            os.close(fd)
+            raise e
+    return fd
 
 
 def kprobe_attach(prog_fd: int, symbol: str) -> int:
@@ -200,17 +217,10 @@ def kprobe_attach(prog_fd: int, symbol: str) -> int:
     except OSError:
         raise OSError(errno.ENOTSUP, "no kprobe PMU (kernel older than 4.17?)") from None
     func = ctypes.create_string_buffer(symbol.encode())
-    attr = _PerfEventAttr(type=pmu, size=ctypes.sizeof(_PerfEventAttr), sample_period=1,
-                          wakeup_events=1, kprobe_func=ctypes.addressof(func))
-    fd = _libc.syscall(_nr().perf_event_open, ctypes.byref(attr), -1, 0, -1, _PERF_FLAG_FD_CLOEXEC)
-    if fd < 0:
-        raise _errno_error()
-    for request, arg in ((_PERF_EVENT_IOC_SET_BPF, prog_fd), (_PERF_EVENT_IOC_ENABLE, 0)):
-        if _libc.ioctl(fd, request, arg) != 0:
-            e = _errno_error()
-            os.close(fd)
-            raise e
-    return fd
+    attr = PerfEventAttr(type=pmu, sample_period=1, wakeup_events=1,
+                          kprobe_func=ctypes.addressof(func))
+    return perf_event_open(attr, cpu=0, ioctls=((PERF_EVENT_IOC_SET_BPF, prog_fd),
+                                                (PERF_EVENT_IOC_ENABLE, 0)))
 
 
 def test_run(prog_fd: int) -> int:
