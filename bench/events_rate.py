@@ -6,7 +6,6 @@ own CPU time per wall second and per record. Run as root: python3 bench/events_r
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import subprocess
 import sys

@@ -6,10 +6,9 @@ import os
 import time
 
 import pytest
+from event_probe import EventProbe
 
-from netprobe import bpfsys, events, fields, loader
-from netprobe.kernel import Kernel
-from netprobe.paths import probes_dir
+from netprobe import events
 from netprobe.topology import VethPair
 from netprobe.traffic import udp_flow
 
@@ -26,13 +25,11 @@ struct test_event {
 int on_queue(struct bpf_raw_tracepoint_args *ctx)
 {
     void *skb = (void *)ctx->args[0];
-    void *dev = 0, *net = 0;
-    u32 inum = 0, ifindex = 0;
-    bpf_probe_read_kernel(&dev, sizeof(dev), skb + OFF_SKB_DEV);
-    bpf_probe_read_kernel(&ifindex, sizeof(ifindex), dev + OFF_DEV_IFINDEX);
-    bpf_probe_read_kernel(&net, sizeof(net), dev + OFF_DEV_NET);
-    bpf_probe_read_kernel(&inum, sizeof(inum), net + OFF_NET_INUM);
-    if (inum != TEST_NETNS || ifindex != 1)  /* lo: the veth end carries IPv6 autoconf */
+    void *dev = test_dev(skb);
+    u32 ifindex = 0;
+    if (dev)
+        bpf_probe_read_kernel(&ifindex, sizeof(ifindex), dev + OFF_DEV_IFINDEX);
+    if (ifindex != 1)  /* lo only: the veth end carries IPv6 autoconf */
         return 0;
     struct test_event *e = NP_EVENT_RESERVE(struct test_event);
     if (!e)
@@ -56,44 +53,12 @@ def netns(bpf_ok):
         yield pair.a.path
 
 
-class Probe:
-    """The test program compiled for `kind`, attached, with a channel on its events map."""
-
-    def __init__(self, netns: str, kind: str, pages: int):
-        inum = os.stat(netns).st_ino
-        text = (probes_dir() / "events.h").read_text() + TEST_C
-        flags = [*events.cflags(kind, pages), f"-DTEST_NETNS={inum}",
-                 *fields.offset_cflags(fields.load_specs(probes_dir()), Kernel().btf)]
-        self.loaded = loader.load(text, flags, [loader.ProgSpec("on_queue", "on_queue", 17)])
-        try:
-            assert not self.loaded.errors, self.loaded.errors
-            self.channel = events.EventChannel.open(self.loaded.maps["np_events"][0], QueueEvent,
-                                                    self.loaded.maps["np_events_lost"][0],
-                                                    pages_per_cpu=pages)
-            self.link = bpfsys.raw_tracepoint_open(self.loaded.progs["on_queue"], "net_dev_queue")
-        except BaseException:
-            self.loaded.close()
-            raise
-
-    def drain(self, expect: int, timeout: float = 3.0) -> list:
-        got, deadline = [], time.monotonic() + timeout
-        while len(got) < expect and time.monotonic() < deadline:
-            got += self.channel.poll(0.2)
-        got += self.channel.poll(0.05)  # and nothing more behind them
-        return got
-
-    def close(self) -> None:
-        os.close(self.link)
-        self.channel.close()
-        self.loaded.close()
-
-
 @pytest.fixture
 def probe(netns):
     made = []
 
     def make(kind, pages=64):
-        made.append(Probe(netns, kind, pages))
+        made.append(EventProbe(TEST_C, "on_queue", "net_dev_queue", netns, QueueEvent, kind, pages))
         return made[-1]
     yield make
     for p in made:
