@@ -145,7 +145,12 @@ class _Ring:
         self.fds = [fd]
         self._mask = size - 1
         self._cons_page = mmap.mmap(fd, PAGE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        self._prod = mmap.mmap(fd, PAGE + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ, offset=PAGE)
+        try:
+            self._prod = mmap.mmap(fd, PAGE + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ,
+                                   offset=PAGE)
+        except BaseException:
+            self._cons_page.close()
+            raise
         self._data = memoryview(self._prod)[PAGE:]
 
     def drain(self, out: list[bytes], lost: list[int]) -> None:
