@@ -52,6 +52,9 @@ static __always_inline int np_host4_ok(u32 saddr, u32 daddr)
 #endif
 }
 
+/* ::ffff:a.b.c.d, its words as read from memory */
+#define NP_V4MAPPED_WORD2 0xFFFF0000U
+
 static __always_inline int np_host6_ok(u32 *saddr, u32 *daddr)
 {
 #if defined(NP_FILTER_HOST6_0)
@@ -59,7 +62,12 @@ static __always_inline int np_host6_ok(u32 *saddr, u32 *daddr)
                         (a)[2] == NP_FILTER_HOST6_2 && (a)[3] == NP_FILTER_HOST6_3)
     return NP_IS_HOST6(saddr) || NP_IS_HOST6(daddr);
 #elif defined(NP_FILTER_HOST4)
-    return 0;
+    /* A dual-stack AF_INET6 socket talking to an IPv4 peer holds both its addresses
+     * v4-mapped (::ffff:a.b.c.d), and sends IPv4 packets: the address it carries is the one
+     * --host names. (user space gives a v4-mapped --host as NP_FILTER_HOST4) */
+#define NP_IS_MAPPED4(a) ((a)[3] == NP_FILTER_HOST4 && (a)[2] == NP_V4MAPPED_WORD2 && \
+                          ((a)[0] | (a)[1]) == 0)
+    return NP_IS_MAPPED4(saddr) || NP_IS_MAPPED4(daddr);
 #else
     return 1;
 #endif
@@ -71,11 +79,60 @@ static __always_inline int np_host6_ok(u32 *saddr, u32 *daddr)
 #define NP_PORTS_LEN 0
 #endif
 
+/* IPv4's fragment offset field, as read from memory: any bit set means a non-first fragment,
+ * which carries no L4 header (what sits where the ports would be is payload) */
+#define NP_IP_OFFSET_RAW 0xFF1FU
+
+/* IPv6 extension headers walked to find the upper-layer protocol: hop-by-hop (BIG TCP's
+ * jumbo header, on sk_buffs over 64 KiB from ip6_output until they are segmented), routing,
+ * fragment, destination options, AH. A bounded loop, which the verifier accepts (5.3+), and
+ * not unrolled: unrolled it grew each filtered program by 90% (2576 -> 4896 bytes) for a path
+ * few packets take; as a loop, by 30%. */
+#define NP_IPV6_EXT_MAX 6
+#define NP_NEXTHDR_FRAGMENT 44
+
+static __always_inline int np_ipv6_ext(u8 nexthdr)
+{
+    return nexthdr == 0 || nexthdr == 43 || nexthdr == NP_NEXTHDR_FRAGMENT || nexthdr == 60 ||
+           nexthdr == 51;
+}
+
+/* From the fixed header's next-header `*proto` at offset 40, through the extension headers:
+ * the upper-layer header's offset from `l3`, its protocol in `*proto`, and in `*later` whether
+ * this is a non-first fragment. -1 when a read fails or the chain is longer than the bound. */
+static __always_inline int np_ipv6_upper(void *l3, u8 *proto, int *later)
+{
+    int off = 40;
+    u8 nexthdr = *proto;
+#pragma clang loop unroll(disable)
+    for (int i = 0; i < NP_IPV6_EXT_MAX; i++) {
+        if (!np_ipv6_ext(nexthdr))
+            break;
+        u8 ext[4]; /* next header, length; in a fragment header, the fragment offset */
+        if (bpf_probe_read_kernel(ext, sizeof(ext), (char *)l3 + off))
+            return -1;
+        if (nexthdr == NP_NEXTHDR_FRAGMENT) {
+            *later = ext[2] != 0 || (ext[3] & 0xF8) != 0;
+            off += 8;
+        } else if (nexthdr == 51) {
+            off += (ext[1] + 2) * 4;
+        } else {
+            off += (ext[1] + 1) * 8;
+        }
+        nexthdr = ext[0];
+    }
+    if (np_ipv6_ext(nexthdr))
+        return -1;
+    *proto = nexthdr;
+    return off;
+}
+
 /* A packet's L3 header at `l3`, of protocol `proto_raw` (skb->protocol as read). The header
- * and the ports after it (option-less IPv4, IPv6) come in one read; piece by piece when that
- * read fails, as the header alone may still be readable. IPv6 extension headers are not
- * walked: a packet whose first next-header is not TCP/UDP/ICMPv6 fails a --proto or --port
- * filter. */
+ * and the ports after it (option-less IPv4, IPv6 without extension headers) come in one read;
+ * piece by piece when that read fails, as the header alone may still be readable. A
+ * non-first fragment has no ports: --port never matches it, as tcpdump's `port` matches only
+ * first fragments; --proto and --host judge every fragment by its IP headers, as tcpdump's
+ * `udp` and `host` do. */
 static __always_inline int np_flow_match_l3(u16 proto_raw, void *l3)
 {
     u16 ports[2] = {};
@@ -88,6 +145,8 @@ static __always_inline int np_flow_match_l3(u16 proto_raw, void *l3)
         if (!np_proto_ok(proto) || !np_host4_ok(hdr[3], hdr[4]))
             return 0;
 #ifdef NP_FILTER_PORT
+        if (((u16 *)hdr)[3] & NP_IP_OFFSET_RAW)
+            return 0;
         u8 ihl = ((u8 *)hdr)[0] & 0xF;
         if (whole && ihl == 5)
             __builtin_memcpy(ports, &hdr[5], sizeof(ports));
@@ -101,14 +160,26 @@ static __always_inline int np_flow_match_l3(u16 proto_raw, void *l3)
         int whole = !bpf_probe_read_kernel(hdr, sizeof(hdr), l3);
         if (!whole && (NP_PORTS_LEN == 0 || bpf_probe_read_kernel(hdr, 40, l3)))
             return 0;
+        if (!np_host6_ok(&hdr[2], &hdr[6]))
+            return 0;
         u8 proto = ((u8 *)hdr)[6];
-        if (!np_proto_ok(proto) || !np_host6_ok(&hdr[2], &hdr[6]))
+#if defined(NP_FILTER_PROTO) || defined(NP_FILTER_PORT)
+        int off = 40, later = 0;
+        if (np_ipv6_ext(proto)) {
+            off = np_ipv6_upper(l3, &proto, &later);
+            if (off < 0)
+                return 0;
+        }
+#endif
+        if (!np_proto_ok(proto))
             return 0;
 #ifdef NP_FILTER_PORT
-        if (whole)
+        if (later)
+            return 0;
+        if (whole && off == 40)
             __builtin_memcpy(ports, &hdr[10], sizeof(ports));
         else
-            bpf_probe_read_kernel(ports, sizeof(ports), (char *)l3 + 40);
+            bpf_probe_read_kernel(ports, sizeof(ports), (char *)l3 + off);
 #endif
         return np_ports_ok(proto, ports[0], ports[1]);
     }

@@ -53,6 +53,10 @@ class FlowFilter:
             flags.append(f"-DNP_FILTER_PORT={struct.unpack('<H', struct.pack('>H', self.port))[0]}")
         if self.host:
             addr = ipaddress.ip_address(self.host)
+            # ::ffff:a.b.c.d names an IPv4 peer of a dual-stack socket: on the wire, and in
+            # the socket's IPv4 view, it is a.b.c.d (probes/flow_filter.h matches the mapped
+            # form of a socket's addresses too)
+            addr = getattr(addr, "ipv4_mapped", None) or addr
             words = struct.unpack(f"<{len(addr.packed) // 4}I", addr.packed)
             if addr.version == 4:
                 flags.append(f"-DNP_FILTER_HOST4={words[0]}U")

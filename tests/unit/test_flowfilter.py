@@ -31,3 +31,7 @@ def test_proto_numbers():
 def test_bad_input_is_one_clear_error(kw, msg):
     with pytest.raises(NetprobeError, match=msg):
         FlowFilter(**kw)
+
+
+def test_a_v4_mapped_host_is_the_ipv4_address_it_carries():
+    assert FlowFilter(host="::ffff:127.0.0.1").cflags() == FlowFilter(host="127.0.0.1").cflags()
