@@ -8,7 +8,6 @@ on Ctrl-C or SIGTERM stop serving, then detach everything.
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import platform
 import socket
 import socketserver
@@ -16,7 +15,6 @@ import ssl
 import sys
 import threading
 import time
-from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import Callable, Sequence
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
@@ -24,6 +22,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 from prometheus_client import CollectorRegistry, ProcessCollector, make_wsgi_app
 
 from . import __version__
+from .cli_options import write_ready_file
 from .errors import NetprobeError, one_line
 from .exporter import (READ_OPERATIONS, BuildInfo, Scrape, families, format_address,
                        landing_page, stable_netns_names, stage_states)
@@ -228,9 +227,7 @@ def run_export(*, host: str, port: int, flow: FlowFilter, selector: DeviceSelect
             server.set_app(make_app(registry, landing_page(collector.build, collector.stages())))
             for w in session.warnings:
                 print(f"netprobe export: ! {w}", file=sys.stderr)
-            if ready_file:
-                Path(ready_file).write_text(json.dumps(
-                    {"url": server.url, "mechanisms": session.mechanisms()}))
+            write_ready_file(ready_file, {"url": server.url, "mechanisms": session.mechanisms()})
             print(f"Serving {server.url}/metrics ... Ctrl-C to end.", file=sys.stderr, flush=True)
             try:
                 server.serve_forever()

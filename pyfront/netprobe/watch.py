@@ -5,9 +5,9 @@ import json
 import sys
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Sequence
 
+from .cli_options import write_ready_file
 from .errors import NetprobeError
 from .flowfilter import FlowFilter
 from .kernel import require_root
@@ -24,8 +24,7 @@ def run_watch(*, flow: FlowFilter, selector: DeviceSelector, prefer: Sequence[st
         if not any(st.choice.available for st in session.status.values()):
             raise NetprobeError("no stage could be attached on this kernel: run `netprobe doctor`")
         before = session.read()
-        if ready_file:
-            Path(ready_file).write_text(json.dumps(session.mechanisms()))
+        write_ready_file(ready_file, session.mechanisms())
         deadline = time.monotonic() + duration if duration else None
         console = live = None
         if not as_json:
