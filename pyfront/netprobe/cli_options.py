@@ -72,9 +72,7 @@ def flow_options(f):
     f = click.option("--exclude-device", "exclude_device", multiple=True, metavar="GLOB",
                      help="Hide devices whose name matches (repeatable).")(f)
     f = click.option("--device", "device", multiple=True, metavar="GLOB",
-                     help="Show only devices whose name matches, e.g. 'lo' or 'veth*' "
-                          "(repeatable). A pattern that matches no device is named in a "
-                          "warning until one appears.")(f)
+                     help="Show only devices whose name matches, e.g. 'lo' or 'veth*' (repeatable).")(f)
     f = click.option("--host", metavar="ADDR", help="Count only packets from or to this IPv4/IPv6 address.")(f)
     f = click.option("--port", type=int, metavar="N", help="Count only TCP/UDP packets with this port on either side.")(f)
     f = click.option("--proto", type=click.Choice(sorted(PROTOCOLS)), help="Count only this protocol.")(f)

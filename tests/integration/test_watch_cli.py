@@ -107,3 +107,60 @@ def test_ebpf_prints_the_generated_program(bpf_ok):
                        capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode == 0
     assert "-DNP_FILTER_PORT=20480" in r.stdout and "int driver_xmit__raw_tp" in r.stdout
+
+
+def test_piped_table_prints_every_interval(bpf_ok):
+    # issue 10 item 6: through a pipe, a Live display printed only the last table
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "pyfront"), COLUMNS="100")
+    r = subprocess.run([sys.executable, "-m", "netprobe", "watch", "--count", "3", "-i", "0.3",
+                        "--device", "lo"], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    titles = [l for l in r.stdout.splitlines() if "netprobe — all traffic — per" in l]
+    assert len(titles) == 3, r.stdout
+    assert all(l[:8].count(":") == 2 for l in titles)  # each interval headed by its time
+    assert r.stdout.count("loopback_xmit") == 3
+    assert "Tracing... Ctrl-C to end." in r.stderr and "Tracing" not in r.stdout
+    assert r.stdout.count("stage mechanisms:") == 1  # with the first table only
+
+
+def test_device_pattern_matching_nothing_is_named_then_the_device_shows_when_it_comes(
+        bpf_ok, tmp_path):
+    # issue 10 item 7: `--device eht0` was an empty table and `warnings: []`
+    p, _ = start_watch(tmp_path, "--interval", "0.3", "--all", "--device", "eht0",
+                       "--device", "npw*")
+    try:
+        first = json.loads(p.stdout.readline())
+        warned = [w for w in first["warnings"] if w.startswith("--device ")]
+        assert len(warned) == 2, first["warnings"]
+        assert warned[0].startswith("--device 'eht0' matches no device (waiting for one to appear)")
+        assert "lo" in warned[0].split("devices: ")[1].split(", ")
+        assert first["devices"] == []
+        # the device arrives: it is shown and the warning about its pattern goes
+        ns = f"npw-{os.getpid()}"
+        subprocess.run(["ip", "netns", "add", ns], check=True)
+        try:
+            subprocess.run(["ip", "-n", ns, "link", "add", "npw0", "type", "veth", "peer",
+                            "npw1"], check=True)
+            deadline = time.time() + 30
+            while True:
+                frame = json.loads(p.stdout.readline())
+                if any(d["name"] == "npw0" for d in frame["devices"]):
+                    break
+                assert time.time() < deadline, frame
+            assert [w for w in frame["warnings"] if w.startswith("--device 'npw*'")] == []
+            assert any(w.startswith("--device 'eht0'") and f"npw0@{ns}" in w
+                       for w in frame["warnings"])
+        finally:
+            subprocess.run(["ip", "netns", "del", ns], check=True)
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.communicate(timeout=60)
+    assert p.returncode == 0
+
+
+def test_device_pattern_warning_in_the_table(bpf_ok):
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "pyfront"), COLUMNS="300")
+    r = subprocess.run([sys.executable, "-m", "netprobe", "watch", "--once", "-i", "0.2",
+                        "--device", "eht0"], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "! --device 'eht0' matches no device (waiting for one to appear); devices: " in r.stdout
