@@ -76,5 +76,9 @@ if ! "$venv/bin/python" -c 'import netprobe, bcc' 2>/dev/null \
   "$venv/bin/pip" install -q --no-deps --no-build-isolation -e "$top/pyfront"
   touch "$venv/.netprobe-installed"
 fi
-ln -sfn "$venv/bin/netprobe" /usr/local/bin/netprobe
-say "ready: $("$venv/bin/netprobe" --version)"
+# the launcher, not pip's script: it starts Python with SIGINT blocked (see scripts/netprobe.sh);
+# written beside and renamed, which also replaces the symlink earlier setups made
+sed "s|@PYTHON@|$venv/bin/python|" "$top/scripts/netprobe.sh" > /usr/local/bin/.netprobe.new
+chmod 755 /usr/local/bin/.netprobe.new
+mv -f /usr/local/bin/.netprobe.new /usr/local/bin/netprobe
+say "ready: $(/usr/local/bin/netprobe --version)"

@@ -27,7 +27,7 @@ from .errors import NetprobeError, one_line
 from .exporter import (READ_OPERATIONS, BuildInfo, Scrape, families, format_address,
                        landing_page, stable_netns_names, stage_states)
 from .flowfilter import FlowFilter
-from .kernel import require_root
+from .kernel import Kernel, require_root, require_trusted_layouts
 from .report import DeviceSelector
 
 # A scraper that stops talking (or never finishes a TLS handshake) gives up its thread after this.
@@ -193,8 +193,15 @@ def make_app(registry: CollectorRegistry, landing: bytes):
 def tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    def no_passphrase():
+        # without a password callback OpenSSL asks for the passphrase on the terminal, and a
+        # service waits there forever; the callback runs only for an encrypted key
+        raise NetprobeError(f"loading TLS key {key_file}: it is encrypted with a passphrase, "
+                            f"which netprobe does not ask for: give it the key decrypted "
+                            f"(openssl pkey -in {key_file} -out KEY.pem), readable by root only")
+
     try:
-        ctx.load_cert_chain(cert_file, key_file)
+        ctx.load_cert_chain(cert_file, key_file, password=no_passphrase)
     except ssl.SSLError as e:  # a subclass of OSError: first
         raise NetprobeError(f"loading TLS certificate {cert_file} and key {key_file}: not a PEM "
                             f"certificate and its matching private key"
@@ -213,9 +220,11 @@ def run_export(*, host: str, port: int, flow: FlowFilter, selector: DeviceSelect
     server = MetricsServer(host, port, tls)
     try:
         require_root()
+        kernel = Kernel()
+        require_trusted_layouts(kernel)
         from .session import ProbeSession
 
-        with ProbeSession(flow=flow, prefer=prefer) as session:
+        with ProbeSession(flow=flow, prefer=prefer, kernel=kernel) as session:
             if not any(st.choice.available for st in session.status.values()):
                 raise NetprobeError("no stage could be attached on this kernel: run `netprobe doctor`")
             collector = SessionCollector(

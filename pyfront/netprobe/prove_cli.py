@@ -75,10 +75,11 @@ def prove(peer, peer_port, peer_proto, prefer, as_json, ready_file, ebpf):
 
 def _prove(peer, port, prefer, as_json, ready_file) -> int:
     from . import prove as fmt
-    from .kernel import require_root
+    from .kernel import Kernel, require_root, require_trusted_layouts
     from .prove_run import run_prove
 
     require_root()
+    require_trusted_layouts(Kernel())
 
     def start(report):
         click.echo("\n".join(fmt.header(report)) + "\n")

@@ -12,7 +12,7 @@ from .cli_options import write_ready_file
 from .devices import Device
 from .errors import NetprobeError
 from .flowfilter import FlowFilter
-from .kernel import require_root
+from .kernel import Kernel, require_root, require_trusted_layouts
 from .report import DeviceSelector, active_rows, device_rows, protocol_rows, to_json
 
 # how many existing device names a warning lists before "and N more"
@@ -39,9 +39,11 @@ def run_watch(*, flow: FlowFilter, selector: DeviceSelector, prefer: Sequence[st
               interval: float, count: int | None, duration: float | None, as_json: bool,
               show_all: bool, ready_file: str | None) -> None:
     require_root()
+    kernel = Kernel()
+    require_trusted_layouts(kernel)
     from .session import ProbeSession
 
-    with ProbeSession(flow=flow, prefer=prefer) as session:
+    with ProbeSession(flow=flow, prefer=prefer, kernel=kernel) as session:
         if not any(st.choice.available for st in session.status.values()):
             raise NetprobeError("no stage could be attached on this kernel: run `netprobe doctor`")
         before = session.read()
