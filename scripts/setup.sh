@@ -81,4 +81,7 @@ fi
 sed "s|@PYTHON@|$venv/bin/python|" "$top/scripts/netprobe.sh" > /usr/local/bin/.netprobe.new
 chmod 755 /usr/local/bin/.netprobe.new
 mv -f /usr/local/bin/.netprobe.new /usr/local/bin/netprobe
-say "ready: $(/usr/local/bin/netprobe --version)"
+# man pages for netprobe and each command, made from the CLI's own help (so they match it)
+"$venv/bin/python" "$top/scripts/manpages.py" /usr/local/share/man/man1
+if command -v mandb >/dev/null; then mandb -q /usr/local/share/man 2>/dev/null || true; fi
+say "ready: $(/usr/local/bin/netprobe --version); man netprobe"

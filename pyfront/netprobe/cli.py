@@ -76,7 +76,9 @@ _commands()
 
 def main() -> None:
     try:
-        rv = cli.main(standalone_mode=False)
+        # named, not guessed from argv: started as `python -m netprobe` by the launcher
+        rv = cli.main(prog_name="netprobe", complete_var="_NETPROBE_COMPLETE",
+                      standalone_mode=False)
         if isinstance(rv, int):
             sys.exit(rv)
     except click.exceptions.Abort:

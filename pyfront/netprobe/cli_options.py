@@ -16,11 +16,12 @@ from pathlib import Path
 
 import click
 
-from .catalogue import MECHANISMS
+from .catalogue import MECHANISMS, RAW_TRACEPOINT
 from .flowfilter import PROTOCOLS, FlowFilter
 
-# "tracepoint" is an alias of raw_tracepoint, the name BCC's users know
-PREFER_CHOICES = (*MECHANISMS, "tracepoint")
+# "tracepoint", the name BCC's users know, is an alias of raw_tracepoint and listed beside it
+PREFER_CHOICES = tuple(name for m in MECHANISMS
+                       for name in ((m, "tracepoint") if m == RAW_TRACEPOINT else (m,)))
 
 
 # -- numbers -----------------------------------------------------------------------------------
