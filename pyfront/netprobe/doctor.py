@@ -126,9 +126,11 @@ def run_doctor(as_json: bool = False) -> int:
     facts.append(Check("BTF", btf_ok, str(kernel.btf_path) if btf_ok else
                        f"absent ({kernel.btf_path})"))
     made_for = headers_release(kernel.build)
-    hdr = kernel.build.resolve() if made_for else None
+    hdr = kernel.build.resolve() if kernel.build.exists() else None
     if hdr is None:
         headers = f"missing ({kernel.build}): `make setup` installs them"
+    elif made_for is None:
+        headers = f"{hdr} (no include/generated/utsrelease.h: which kernel's is unknown)"
     elif made_for == platform.release():
         headers = f"{hdr}"
     elif btf_ok:
