@@ -27,6 +27,34 @@ def bpf_link_ids():
     return {l["id"] for l in json.loads(out.stdout or "[]")}
 
 
+def owned_ids(pid: int) -> tuple[set[int], set[int]]:
+    """The BPF programs and links this process holds, from its fds: other engineers' and
+    tools' BPF loaded meanwhile is not counted (a global before/after diff counted it)."""
+    progs, links = set(), set()
+    for fdinfo in Path(f"/proc/{pid}/fdinfo").iterdir():
+        try:
+            text = fdinfo.read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            key, _, value = line.partition(":")
+            if key == "prog_id":
+                progs.add(int(value))
+            elif key == "link_id":
+                links.add(int(value))
+    return progs, links
+
+
+def wait_gone(progs: set[int], links: set[int], timeout=5.0) -> tuple[set[int], set[int]]:
+    """Programs are freed asynchronously once their last fd closes: allow the kernel a moment."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = progs & bpf_prog_ids(), links & bpf_link_ids()
+        if left == (set(), set()) or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)
+
+
 def start_watch(tmp_path, *args):
     ready = tmp_path / "ready"
     env = dict(os.environ, PYTHONPATH=str(ROOT / "pyfront"))
@@ -45,12 +73,12 @@ def start_watch(tmp_path, *args):
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_watch_counts_loopback_and_detaches_everything_on_signal(bpf_ok, tmp_path, sig):
-    progs0, links0 = bpf_prog_ids(), bpf_link_ids()
     with VethPair.create() as pair:
         p, mechanisms = start_watch(tmp_path, "--port", str(PORT), "--interval", "0.5", "--all")
         try:
             assert "driver_xmit" in mechanisms
-            assert bpf_prog_ids() - progs0, "no BPF program attached while watching"
+            progs, links = owned_ids(p.pid)
+            assert len(progs) >= 5 and links, "no BPF program attached while watching"
             time.sleep(0.6)  # the namespaces are picked up at the next refresh
             tcp_flow(server_addr="127.0.0.1", port=PORT, nbytes=50000, server_ns=pair.a.path,
                      client_ns=pair.a.path)
@@ -73,9 +101,8 @@ def test_watch_counts_loopback_and_detaches_everything_on_signal(bpf_ok, tmp_pat
     assert total[(pair.a.ns, "lo")] > 0
     assert total[(pair.a.ns, pair.a.dev)] >= 30
     assert total.get(("root", "eth0"), 0) == 0
-    # nothing left attached: every program and link netprobe made is gone
-    assert bpf_prog_ids() - progs0 == set()
-    assert bpf_link_ids() - links0 == set()
+    # nothing left attached: every program and link netprobe held is gone
+    assert wait_gone(progs, links) == (set(), set())
 
 
 def test_once_prints_one_frame_with_stage_mechanisms(bpf_ok):
@@ -148,7 +175,8 @@ def test_device_pattern_matching_nothing_is_named_then_the_device_shows_when_it_
                     break
                 assert time.time() < deadline, frame
             assert [w for w in frame["warnings"] if w.startswith("--device 'npw*'")] == []
-            assert any(w.startswith("--device 'eht0'") and f"npw0@{ns}" in w
+            # (the list of devices that exist is cut at a dozen: others' namespaces may fill it)
+            assert any(w.startswith("--device 'eht0' matches no device")
                        for w in frame["warnings"])
         finally:
             subprocess.run(["ip", "netns", "del", ns], check=True)
