@@ -14,7 +14,7 @@ say() { printf 'setup: %s\n' "$*"; }
 export DEBIAN_FRONTEND=noninteractive
 packages=(python3-bpfcc bpfcc-tools bpftool python3-venv python3-pip python3-setuptools
           python3-click python3-rich python3-prometheus-client python3-pytest
-          iproute2 tcpdump make)
+          iproute2 tcpdump make man-db)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

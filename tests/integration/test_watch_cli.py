@@ -78,7 +78,7 @@ def test_watch_counts_loopback_and_detaches_everything_on_signal(bpf_ok, tmp_pat
         try:
             assert "driver_xmit" in mechanisms
             progs, links = owned_ids(p.pid)
-            assert len(progs) >= 5 and links, "no BPF program attached while watching"
+            assert len(progs) >= 5, "no BPF program attached while watching"
             time.sleep(0.6)  # the namespaces are picked up at the next refresh
             tcp_flow(server_addr="127.0.0.1", port=PORT, nbytes=50000, server_ns=pair.a.path,
                      client_ns=pair.a.path)
