@@ -9,11 +9,12 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 setup:
 	$(SUDO) NETPROBE_VENV=$(VENV) scripts/setup.sh
 
+# /usr/local/bin/netprobe is the launcher setup installs (scripts/netprobe.sh)
 run: setup
-	$(SUDO) $(VENV)/bin/netprobe watch
+	$(SUDO) /usr/local/bin/netprobe watch
 
 doctor: setup
-	$(SUDO) $(VENV)/bin/netprobe doctor
+	$(SUDO) /usr/local/bin/netprobe doctor
 
 # Unit tests need no root; the integration tests load real BPF and build real namespaces.
 test: setup

@@ -14,7 +14,7 @@ say() { printf 'setup: %s\n' "$*"; }
 export DEBIAN_FRONTEND=noninteractive
 packages=(python3-bpfcc bpfcc-tools bpftool python3-venv python3-pip python3-setuptools
           python3-click python3-rich python3-prometheus-client python3-pytest
-          iproute2 tcpdump make)
+          iproute2 tcpdump make man-db)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -76,5 +76,12 @@ if ! "$venv/bin/python" -c 'import netprobe, bcc' 2>/dev/null \
   "$venv/bin/pip" install -q --no-deps --no-build-isolation -e "$top/pyfront"
   touch "$venv/.netprobe-installed"
 fi
-ln -sfn "$venv/bin/netprobe" /usr/local/bin/netprobe
-say "ready: $("$venv/bin/netprobe" --version)"
+# the launcher, not pip's script: it starts Python with SIGINT blocked (see scripts/netprobe.sh);
+# written beside and renamed, which also replaces the symlink earlier setups made
+sed "s|@PYTHON@|$venv/bin/python|" "$top/scripts/netprobe.sh" > /usr/local/bin/.netprobe.new
+chmod 755 /usr/local/bin/.netprobe.new
+mv -f /usr/local/bin/.netprobe.new /usr/local/bin/netprobe
+# man pages for netprobe and each command, made from the CLI's own help (so they match it)
+"$venv/bin/python" "$top/scripts/manpages.py" /usr/local/share/man/man1
+if command -v mandb >/dev/null; then mandb -q /usr/local/share/man 2>/dev/null || true; fi
+say "ready: $(/usr/local/bin/netprobe --version); man netprobe"

@@ -6,7 +6,9 @@ import sys
 import click
 
 from . import __version__
-from .cli_options import _sigterm_exits, flow_options, make_flow, prefer_order
+from .cli_options import (DURATION, INTERVAL, ebpf_option, flow_options, make_flow,
+                          Terminated, prefer_order, print_program, ready_file_option,
+                          sigterm_unwinds)
 from .errors import NetprobeError, one_line
 from .report import DeviceSelector
 
@@ -19,30 +21,32 @@ def cli():
 
 @cli.command()
 @flow_options
-@click.option("-i", "--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
-              help="Seconds between refreshes.")
+@click.option("-i", "--interval", type=INTERVAL, default=1.0, show_default=True,
+              help="Seconds between refreshes (0.1 to 86400).")
 @click.option("-c", "--count", type=click.IntRange(min=1), help="Stop after this many intervals.")
-@click.option("-d", "--duration", type=click.FloatRange(min=0.1), help="Stop after this many seconds.")
-@click.option("--once", is_flag=True, help="Print one interval and exit.")
+@click.option("-d", "--duration", type=DURATION, help="Stop after this many seconds.")
+@click.option("--once", is_flag=True, help="Print one interval and exit (not with --count or --duration).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per interval on stdout.")
 @click.option("--all", "show_all", is_flag=True, help="Show quiet devices of every namespace too.")
-@click.option("--ready-file", type=click.Path(dir_okay=False), hidden=True,
-              help="Touch this file once the probes are attached (for tests and scripts).")
-@click.option("--ebpf", is_flag=True, help="Print the generated BPF C and exit.")
+@ready_file_option("the stage mechanisms")
+@ebpf_option
 def watch(proto, port, host, device, exclude_device, prefer, interval, count, duration, once,
           as_json, show_all, ready_file, ebpf):
-    """Live per-device, per-stage sk_buff counts (sudo netprobe watch)."""
+    """Live per-device, per-stage sk_buff counts (sudo netprobe watch).
+
+    On a terminal the table is redrawn in place; piped or redirected, every interval is
+    printed in turn."""
     from .watch import run_watch
 
+    if once and (count is not None or duration is not None):
+        raise click.UsageError("--once is one interval: it does not go with --count or --duration")
     flow = make_flow(proto, port, host)
     if ebpf:
-        from .kernel import Kernel
-        from .program import build
-        click.echo(build(Kernel(), flow).render())
+        print_program(flow)
         return
     if once:
         count = 1
-    _sigterm_exits()
+    sigterm_unwinds()
     run_watch(flow=flow, selector=DeviceSelector(tuple(device), tuple(exclude_device)),
               prefer=prefer_order(prefer), interval=interval, count=count, duration=duration,
               as_json=as_json, show_all=show_all, ready_file=ready_file)
@@ -72,7 +76,9 @@ _commands()
 
 def main() -> None:
     try:
-        rv = cli.main(standalone_mode=False)
+        # named, not guessed from argv: started as `python -m netprobe` by the launcher
+        rv = cli.main(prog_name="netprobe", complete_var="_NETPROBE_COMPLETE",
+                      standalone_mode=False)
         if isinstance(rv, int):
             sys.exit(rv)
     except click.exceptions.Abort:
@@ -83,7 +89,7 @@ def main() -> None:
     except NetprobeError as e:
         click.echo(f"netprobe: error: {e}", err=True)
         sys.exit(1)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated):
         sys.exit(0)
     except SystemExit:
         raise

@@ -4,13 +4,13 @@ from __future__ import annotations
 import json
 import os
 import platform
+import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 from . import bpfsys
 from .catalogue import KPROBE, NETFILTER, RAW_TRACEPOINT, STAGES, TP_BTF
 from .errors import NetprobeError, one_line
-from .kernel import Kernel, kernel_version, tracefs
+from .kernel import Kernel, headers_release, kernel_version, tracefs
 from .loader import stderr_captured
 from .plan import choose
 
@@ -126,16 +126,27 @@ def run_doctor(as_json: bool = False) -> int:
     facts.append(Check("root", root, "yes" if root else "no: run `sudo netprobe doctor`"))
     btf_ok = kernel.btf_path.exists()
     facts.append(Check("BTF", btf_ok, str(kernel.btf_path) if btf_ok else
-                       "absent: struct offsets will come from kernel headers, which must match"))
-    build = Path(f"/lib/modules/{platform.release()}/build")
-    hdr = build.resolve() if build.exists() else None
-    facts.append(Check("kernel headers", hdr is not None,
-                       f"{hdr}" + ("" if hdr is None or platform.release() in str(hdr) else
-                                   " (another kernel's: compiling only; layouts come from BTF)")
-                       if hdr else "missing: `make setup` installs them"))
+                       f"absent ({kernel.btf_path})"))
+    made_for = headers_release(kernel.build)
+    hdr = kernel.build.resolve() if kernel.build.exists() else None
+    if hdr is None:
+        headers = f"missing ({kernel.build}): `make setup` installs them"
+    elif made_for is None:
+        headers = f"{hdr} (no include/generated/utsrelease.h: which kernel's is unknown)"
+    elif made_for == platform.release():
+        headers = f"{hdr}"
+    elif btf_ok:
+        headers = f"{hdr} (another kernel's, {made_for}: for compiling only; layouts come from BTF)"
+    else:
+        headers = f"{hdr} (another kernel's, {made_for}: its struct layouts are not this kernel's)"
+    facts.append(Check("kernel headers", hdr is not None, headers))
+    layouts = kernel.layouts()
+    facts.append(Check("struct layouts", layouts.trusted,
+                       f"from {layouts.source}" if layouts.trusted else "cannot be trusted"))
     tf = tracefs()
     facts.append(Check("tracefs", tf is not None, str(tf) if tf else
-                       "not mounted: mount -t tracefs tracefs /sys/kernel/tracing"))
+                       "not mounted: mount -t tracefs tracefs /sys/kernel/tracing" if root else
+                       "not readable without root"))
     try:
         import bcc  # noqa: F401
         facts.append(Check("BCC", True, f"python3-bpfcc {getattr(bcc, '__version__', '')}".strip()))
@@ -149,7 +160,7 @@ def run_doctor(as_json: bool = False) -> int:
         mech = mechanism_checks(kernel)
     proven = {c.name for c in mech if c.ok} & {KPROBE, TP_BTF, RAW_TRACEPOINT, NETFILTER}
     choices = [choose(s, _Proven(kernel, proven)) for s in STAGES] if mech else []
-    usable = any(c.available for c in choices)
+    usable = layouts.trusted and any(c.available for c in choices)
 
     if as_json:
         print(json.dumps({
@@ -172,10 +183,18 @@ def run_doctor(as_json: bool = False) -> int:
             for c in choices:
                 print(f"  {c.stage.name:<18} {c.stage.layer:<6} {c.stage.direction}  {c.describe()}")
     if not usable:
-        fix = ("an architecture netprobe does not support" if not arch_ok else
-               "run as root: sudo netprobe doctor" if not root else
-               "install BCC and headers: sudo make setup" if not have_bcc or not (btf_ok or hdr) else
-               "this kernel allows no kprobes, raw tracepoints or netfilter links for BPF")
-        print(f"netprobe: nothing usable found: {fix}")
+        # on stderr: stdout stays one JSON document with --json
+        if not arch_ok:
+            why = "nothing usable found: an architecture netprobe does not support"
+        elif not root:
+            why = "doctor loads and attaches BPF programs and needs root: run it with sudo"
+        elif not layouts.trusted:
+            why = f"nothing usable found: {layouts.why}"
+        elif not have_bcc or not (btf_ok or hdr):
+            why = "nothing usable found: install BCC and headers: sudo make setup"
+        else:
+            why = ("nothing usable found: this kernel allows no kprobes, raw tracepoints or "
+                   "netfilter links for BPF")
+        print(f"netprobe: {why}", file=sys.stderr)
         return 1
     return 0

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import click
 
-from .cli_options import _sigterm_exits, flow_options, make_flow, prefer_order
+from .cli_options import (ebpf_option, flow_options, make_flow, prefer_order, print_program,
+                          ready_file_option, sigterm_unwinds)
 from .exporter import DEFAULT_LISTEN, parse_listen_address
 from .report import DeviceSelector
 
@@ -30,9 +31,8 @@ class ListenAddress(click.ParamType):
               help="Serve HTTPS with this PEM certificate (chain); needs --web.tls-key-file.")
 @click.option("--web.tls-key-file", "tls_key", type=click.Path(exists=True, dir_okay=False),
               help="The PEM private key for --web.tls-cert-file.")
-@click.option("--ready-file", type=click.Path(dir_okay=False), hidden=True,
-              help="Write the URL and stage mechanisms here once serving (for tests and scripts).")
-@click.option("--ebpf", is_flag=True, help="Print the generated BPF C and exit.")
+@ready_file_option("the URL and the stage mechanisms")
+@ebpf_option
 def export(proto, port, host, device, exclude_device, prefer, listen, tls_cert, tls_key,
            ready_file, ebpf):
     """Serve per-device, per-stage sk_buff counts as Prometheus metrics at /metrics
@@ -41,13 +41,11 @@ def export(proto, port, host, device, exclude_device, prefer, listen, tls_cert, 
         raise click.UsageError("--web.tls-cert-file and --web.tls-key-file go together")
     flow = make_flow(proto, port, host)
     if ebpf:
-        from .kernel import Kernel
-        from .program import build
-        click.echo(build(Kernel(), flow).render())
+        print_program(flow)
         return
     from .export_server import run_export
 
-    _sigterm_exits()
+    sigterm_unwinds()
     run_export(host=listen[0], port=listen[1], flow=flow,
                selector=DeviceSelector(tuple(device), tuple(exclude_device)),
                prefer=prefer_order(prefer), tls_cert=tls_cert, tls_key=tls_key,

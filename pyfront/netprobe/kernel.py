@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import subprocess
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -26,8 +28,11 @@ def kernel_version() -> tuple[int, int]:
 
 def tracefs() -> Path | None:
     for p in TRACEFS_CANDIDATES:
-        if (p / "events").is_dir():
-            return p
+        try:
+            if (p / "events").is_dir():
+                return p
+        except PermissionError:  # tracefs is root's (0700): to anyone else it is not there
+            continue
     return None
 
 
@@ -44,19 +49,65 @@ def ensure_tracefs() -> Path | None:
     return tracefs()
 
 
+def headers_build_dir(release: str | None = None) -> Path:
+    """The kernel tree BCC compiles against: /lib/modules/<release>/build"""
+    return Path(f"/lib/modules/{release or platform.release()}/build")
+
+
+_UTS_RELEASE = re.compile(r'^#define UTS_RELEASE "([^"]*)"', re.M)
+
+
+def headers_release(build: Path) -> str | None:
+    """The kernel release the headers at `build` were made for (UTS_RELEASE), or None when
+    there are no headers or they do not say"""
+    try:
+        m = _UTS_RELEASE.search((build / "include/generated/utsrelease.h").read_text())
+    except OSError:
+        return None
+    return m[1] if m else None
+
+
+@dataclass(frozen=True)
+class Layouts:
+    """Where the probes' struct layouts (field offsets) come from, and whether they can be
+    believed. Without BTF they are the kernel headers' own: right only for the kernel those
+    headers were made for (Debian's 6.1 headers under a 6.18 kernel put net_device.name at 0
+    instead of 280, and a probe then reads garbage without any error)."""
+    trusted: bool
+    source: str   # "BTF (/sys/kernel/btf/vmlinux)", "kernel headers (6.1.0-57-amd64)"
+    why: str = ""  # when not trusted: what is missing, and the fix
+
+
 class Kernel:
     """The running kernel, as KernelFacts for plan.choose()."""
 
-    def __init__(self, btf_path: Path = btfmod.VMLINUX_BTF):
-        self.btf_path = btf_path
+    def __init__(self, btf_path: Path | None = None, build: Path | None = None):
+        # NETPROBE_BTF points elsewhere (a missing file: how tests run a kernel without BTF)
+        self.btf_path = btf_path or Path(os.environ.get("NETPROBE_BTF", btfmod.VMLINUX_BTF))
+        self.build = build or headers_build_dir()
         self._unknown: set[int] = set()
 
     @cached_property
     def btf(self) -> btfmod.BTF | None:
-        # NETPROBE_NO_BTF=1 takes the headers path on purpose (tests of the no-BTF fallback)
-        if not self.btf_path.exists() or os.environ.get("NETPROBE_NO_BTF") == "1":
+        if not self.btf_path.exists():
             return None
         return btfmod.BTF.load(self.btf_path)
+
+    def layouts(self) -> Layouts:
+        """Cheap: looks at files only, so a command can ask before it loads anything."""
+        if self.btf_path.exists():
+            return Layouts(True, f"BTF ({self.btf_path})")
+        release = platform.release()
+        made_for = headers_release(self.build)
+        if made_for == release:
+            return Layouts(True, f"kernel headers ({made_for}, this kernel's own)")
+        got = (f"the kernel headers in {self.build} are {made_for}'s, not this kernel's "
+               f"({release})" if made_for else f"no kernel headers for {release} "
+                                              f"({self.build})")
+        return Layouts(False, f"kernel headers ({made_for or 'none'})",
+                       f"no BTF ({self.btf_path}) and {got}: struct layouts would be wrong and "
+                       f"the counts garbage. Use a kernel built with CONFIG_DEBUG_INFO_BTF, or "
+                       f"install linux-headers-{release}")
 
     @cached_property
     def kallsyms(self) -> Kallsyms:
@@ -141,3 +192,10 @@ def require_root() -> None:
     bpfsys.this_machine()
     if os.geteuid() != 0:
         raise NetprobeError("netprobe loads BPF programs and needs root: run it with sudo")
+
+
+def require_trusted_layouts(kernel: Kernel) -> None:
+    """Stop before loading anything when the probes' struct layouts cannot be believed."""
+    layouts = kernel.layouts()
+    if not layouts.trusted:
+        raise NetprobeError(layouts.why)

@@ -48,11 +48,6 @@ def root_handle() -> str | None:
     return None
 
 
-def root_inum() -> int | None:
-    path = root_handle()
-    return _inum(path) if path else None
-
-
 def scan() -> dict[int, Netns]:
     """Every namespace reachable through a named mount (/run/netns, other nsfs mounts) or a
     process; the first handle found for each wins, named ones first."""

@@ -9,22 +9,14 @@ import sys
 
 import click
 
-from .catalogue import MECHANISMS
+from .cli_options import (Terminated, ebpf_option, prefer_option, prefer_order, print_program,
+                          ready_file_option, sigterm_unwinds, write_ready_file)
 from .errors import NetprobeError
 from .peer import DEFAULT_PORT
 
-# The choices `watch --prefer` offers ("tracepoint" is an alias); cli.PREFER_CHOICES cannot be
-# imported here, because cli imports this module while it is being loaded.
-PREFER_CHOICES = (*MECHANISMS, "tracepoint")
+# A proof cut short did not hold: unlike watch and export, prove exits as a shell reports a
+# process killed by the signal
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143
-
-
-class _Terminated(BaseException):
-    """SIGTERM, unwinding like Ctrl-C so every namespace and probe is removed on the way out."""
-
-
-def _raise_terminated(signum, frame):
-    raise _Terminated()
 
 
 @click.command()
@@ -36,12 +28,10 @@ def _raise_terminated(signum, frame):
                    "uses it, and the probes count only it.")
 @click.option("--peer-proto", type=click.Choice(["tcp", "udp", "both"]),
               help="Which echo the peer answers [default: both]; tcp for a TCP-only echo.")
-@click.option("--prefer", type=click.Choice(PREFER_CHOICES), multiple=True,
-              help="Try this attach mechanism first for every stage (repeatable).")
+@prefer_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
-@click.option("--ready-file", type=click.Path(dir_okay=False), hidden=True,
-              help="Write the namespaces and stage states here once the probes are attached.")
-@click.option("--ebpf", is_flag=True, help="Print the generated BPF C and exit.")
+@ready_file_option("the namespaces and the stage states")
+@ebpf_option
 def prove(peer, peer_port, peer_proto, prefer, as_json, ready_file, ebpf):
     """Prove, stage by stage, that loopback traffic never reaches a NIC driver
     (sudo netprobe prove).
@@ -51,7 +41,6 @@ def prove(peer, peer_port, peer_proto, prefer, as_json, ready_file, ebpf):
     3. across a NIC (the veth, or --peer). Prints a verdict per case and exits non-zero when a
     claim does not hold. Everything it builds is removed on exit, also on Ctrl-C or SIGTERM.
     """
-    from .cli_options import prefer_order
     from .flowfilter import FlowFilter
     from .prove import Peer
 
@@ -70,18 +59,15 @@ def prove(peer, peer_port, peer_proto, prefer, as_json, ready_file, ebpf):
         protocols = ("tcp", "udp") if peer_proto in (None, "both") else (peer_proto,)
         peer_spec = Peer(str(addr), port, protocols)
     if ebpf:
-        from .kernel import Kernel
-        from .program import build
-
-        click.echo(build(Kernel(), FlowFilter(port=port)).render())
+        print_program(FlowFilter(port=port))
         return 0
-    signal.signal(signal.SIGTERM, _raise_terminated)
+    sigterm_unwinds()
     try:
         return _prove(peer_spec, port, prefer_order(prefer), as_json, ready_file)
+    except Terminated:
+        code, what = EXIT_SIGTERM, "SIGTERM"
     except KeyboardInterrupt:
         code, what = EXIT_SIGINT, "Ctrl-C"
-    except _Terminated:
-        code, what = EXIT_SIGTERM, "SIGTERM"
     click.echo(f"netprobe: prove stopped by {what}; its namespaces and probes are removed",
                err=True)
     return code
@@ -89,10 +75,11 @@ def prove(peer, peer_port, peer_proto, prefer, as_json, ready_file, ebpf):
 
 def _prove(peer, port, prefer, as_json, ready_file) -> int:
     from . import prove as fmt
-    from .kernel import require_root
+    from .kernel import Kernel, require_root, require_trusted_layouts
     from .prove_run import run_prove
 
     require_root()
+    require_trusted_layouts(Kernel())
 
     def start(report):
         click.echo("\n".join(fmt.header(report)) + "\n")
@@ -117,27 +104,23 @@ def _prove(peer, port, prefer, as_json, ready_file) -> int:
               help="Address to listen on; '::' takes IPv4 and IPv6.")
 @click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True,
               help="TCP and UDP port.")
-@click.option("--ready-file", type=click.Path(dir_okay=False), hidden=True,
-              help="Touch this file once listening (for tests and scripts).")
+@ready_file_option("the address and port")
 def peer(listen, port, ready_file):
     """TCP and UDP echo servers for `netprobe prove --peer` on another host.
 
     Runs until Ctrl-C or SIGTERM, then exits 0. Needs no root above port 1024.
     """
-    from pathlib import Path
-
     from .peer import EchoServer
 
     def log(line):
         click.echo(f"netprobe peer: {line}")
         sys.stdout.flush()
 
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    sigterm_unwinds()
     try:
         with EchoServer(listen, port, log=log) as server:
             log(f"{server.describe()}. Ctrl-C to end.")
-            if ready_file:
-                Path(ready_file).touch()
+            write_ready_file(ready_file, {"listen": listen, "port": port})
             while True:
                 signal.pause()
     except KeyboardInterrupt:

@@ -9,13 +9,20 @@ from rich.text import Text
 
 from .catalogue import DEVICE_STAGES
 from .report import DeviceRow, ProtocolRow, human
-from .stagestate import StageState, unavailable
+from .stagestate import StageState
 
 
 def render(rows: Sequence[DeviceRow], prows: Sequence[ProtocolRow], states: Mapping[str, StageState],
-           *, flow: str, seconds: float, dropped: int, warnings: Sequence[str] = ()) -> Group:
+           *, flow: str, seconds: float, dropped: int, warnings: Sequence[str] = (),
+           at: str | None = None, list_mechanisms: bool = True) -> Group:
+    """One interval. `at` (a time of day) is given when the intervals are printed one after
+    another (piped output): it heads the table, and the "Tracing..." line, said once on stderr
+    then, is left out; so is the list of stage mechanisms after the first table."""
+    title = f"netprobe — {flow} — per {seconds:.1f}s: packets/s (total)"
+    if at:
+        title = f"{at} {title}"
     t = Table(box=None, pad_edge=False, header_style="bold", padding=(0, 1),
-              title=f"netprobe — {flow} — per {seconds:.1f}s: packets/s (total)", title_justify="left")
+              title=title, title_justify="left")
     t.add_column("device", no_wrap=True)
     t.add_column("xmit fn", no_wrap=True, max_width=14, overflow="ellipsis")
     for s in DEVICE_STAGES:
@@ -49,13 +56,15 @@ def render(rows: Sequence[DeviceRow], prows: Sequence[ProtocolRow], states: Mapp
                 p.add_row(f"{r.protocol} @{r.netns_name}", f"{human(c.pps)} ({human(c.packets)})",
                           human(c.bps))
         parts.append(p)
-    foot = Text("● physical NIC   stage mechanisms:\n", style="dim")
-    for name, st in states.items():
+    foot = Text("● physical NIC" + ("   stage mechanisms:" if list_mechanisms else "") + "\n",
+                style="dim")
+    for name, st in states.items() if list_mechanisms else ():
         foot.append(f"  {name:<18} {st.describe()}\n", style="dim")
     if dropped:
         foot.append(f"  {dropped} hits not counted: counts map full\n", style="red")
     for w in warnings:
         foot.append(f"  ! {w}\n", style="yellow")
-    foot.append("Tracing... Ctrl-C to end.", style="dim")
+    if at is None:
+        foot.append("Tracing... Ctrl-C to end.", style="dim")
     parts.append(foot)
     return Group(*parts)

@@ -1,33 +1,54 @@
 """`netprobe watch`: attach, then every interval read the counters and show the change."""
 from __future__ import annotations
 
+import fnmatch
 import json
 import sys
 import time
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
+from .cli_options import write_ready_file
+from .devices import Device
 from .errors import NetprobeError
 from .flowfilter import FlowFilter
-from .kernel import require_root
+from .kernel import Kernel, require_root, require_trusted_layouts
 from .report import DeviceSelector, active_rows, device_rows, protocol_rows, to_json
 from .stagestate import to_json as state_json
+
+# how many existing device names a warning lists before "and N more"
+NAMES_SHOWN = 12
+
+
+def unmatched_device_warnings(patterns: Sequence[str], devices: Iterable[Device]) -> list[str]:
+    """One warning per --device pattern that matches no device now, naming what exists. The
+    pattern stays: a device that appears later (a veth not made yet) is shown from then on."""
+    devices = list(devices)
+    missing = [p for p in patterns if not any(fnmatch.fnmatchcase(d.name, p) for d in devices)]
+    if not missing:
+        return []
+    names = sorted({d.name if d.netns_name in ("root", "") else f"{d.name}@{d.netns_name}"
+                    for d in devices}, key=lambda n: ("@" in n, n))
+    shown = ", ".join(names[:NAMES_SHOWN])
+    if len(names) > NAMES_SHOWN:
+        shown += f" and {len(names) - NAMES_SHOWN} more"
+    return [f"--device {p!r} matches no device (waiting for one to appear); devices: "
+            f"{shown or 'none'}" for p in missing]
 
 
 def run_watch(*, flow: FlowFilter, selector: DeviceSelector, prefer: Sequence[str],
               interval: float, count: int | None, duration: float | None, as_json: bool,
               show_all: bool, ready_file: str | None) -> None:
     require_root()
+    kernel = Kernel()
+    require_trusted_layouts(kernel)
     from .session import ProbeSession
 
-    with ProbeSession(flow=flow, prefer=prefer) as session:
+    with ProbeSession(flow=flow, prefer=prefer, kernel=kernel) as session:
         if not any(st.attached for st in session.states.values()):
             raise NetprobeError("no stage could be attached on this kernel: run `netprobe doctor`")
         before = session.read()
-        if ready_file:
-            Path(ready_file).write_text(json.dumps(
-                {name: state_json(st) for name, st in session.states.items()}))
+        write_ready_file(ready_file, {name: state_json(st) for name, st in session.states.items()})
         deadline = time.monotonic() + duration if duration else None
         console = live = None
         if not as_json:
@@ -35,10 +56,13 @@ def run_watch(*, flow: FlowFilter, selector: DeviceSelector, prefer: Sequence[st
             from rich.live import Live
 
             console = Console()
-            live = Live(console=console, auto_refresh=False, transient=False)
-            live.start()
-            if not console.is_terminal:
-                print("Tracing... Ctrl-C to end.", file=sys.stderr)
+            if console.is_terminal:
+                live = Live(console=console, auto_refresh=False, transient=False)
+                live.start()
+            else:
+                # piped or redirected: every interval is printed in turn, as BCC's tools do
+                # (a Live display would print only the last)
+                print("Tracing... Ctrl-C to end.", file=sys.stderr, flush=True)
         try:
             n = 0
             while True:
@@ -55,18 +79,26 @@ def run_watch(*, flow: FlowFilter, selector: DeviceSelector, prefer: Sequence[st
                 if not show_all:
                     rows = active_rows(rows)
                 prows = protocol_rows(now.values, before.values, seconds, names)
+                warnings = [*session.warnings,
+                            *unmatched_device_warnings(selector.include, session.devices.values())]
                 if as_json:
                     obj = to_json(rows, prows, time=datetime.now(timezone.utc).isoformat(),
                                   seconds=seconds, states=session.states,
                                   flow=flow.describe(), dropped=now.dropped,
-                                  warnings=session.warnings)
+                                  warnings=warnings)
                     print(json.dumps(obj), flush=True)
                 else:
                     from .view import render
 
-                    live.update(render(rows, prows, session.states, flow=flow.describe(),
-                                       seconds=seconds, dropped=now.dropped,
-                                       warnings=session.warnings), refresh=True)
+                    frame = render(rows, prows, session.states, flow=flow.describe(),
+                                   seconds=seconds, dropped=now.dropped, warnings=warnings,
+                                   at=None if live else datetime.now().strftime("%H:%M:%S"),
+                                   list_mechanisms=live is not None or n == 0)
+                    if live is not None:
+                        live.update(frame, refresh=True)
+                    else:
+                        console.print(frame)
+                        console.file.flush()
                 before = now
                 n += 1
                 if (count and n >= count) or (deadline is not None and time.monotonic() >= deadline):

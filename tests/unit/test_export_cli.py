@@ -1,8 +1,10 @@
 """`netprobe export` given bad input: one clear line, a non-zero exit, no traceback, and all
 of it before any probe is compiled (so these need no root and no BPF)."""
+import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -76,3 +78,51 @@ def test_help_documents_the_default_address_and_flags():
                  "--web.tls-key-file", "--device", "--exclude-device", "--proto", "--ebpf"):
         assert text in r.stdout
     assert "--ready-file" not in r.stdout
+
+
+def test_encrypted_key_is_one_line_not_a_passphrase_prompt(tmp_path):
+    # issue 10 item 16: OpenSSL asked for the passphrase on the terminal and waited there;
+    # run on a terminal of its own, so that a prompt would show (and block)
+    import fcntl
+    import select
+    import termios
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-keyout", str(key),
+                    "-passout", "pass:secret", "-out", str(cert), "-subj", "/CN=netprobe-test",
+                    "-days", "1"], check=True, capture_output=True)
+    master, slave = os.openpty()
+
+    def own_terminal():
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    env = {"PYTHONPATH": str(ROOT / "pyfront"), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    p = subprocess.Popen([sys.executable, "-m", "netprobe", "export", "--web.tls-cert-file",
+                          str(cert), "--web.tls-key-file", str(key)], stdin=slave,
+                         stdout=slave, stderr=slave, env=env, start_new_session=True,
+                         preexec_fn=own_terminal)
+    os.close(slave)
+    out = b""
+    try:
+        deadline = time.monotonic() + 20
+        while p.poll() is None and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.1)[0]:
+                try:
+                    out += os.read(master, 4096)
+                except OSError:  # EIO: the terminal's last holder has gone
+                    break
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"still waiting after 20 s: {out!r}")
+    finally:
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+        os.close(master)
+    text = out.decode().replace("\r\n", "\n")
+    assert p.returncode == 1
+    assert "pass phrase" not in text.lower()
+    assert text == (f"netprobe: error: loading TLS key {key}: it is encrypted with a passphrase, "
+                    f"which netprobe does not ask for: give it the key decrypted "
+                    f"(openssl pkey -in {key} -out KEY.pem), readable by root only\n")

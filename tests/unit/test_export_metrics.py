@@ -5,9 +5,9 @@ import subprocess
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from netprobe.catalogue import BY_NAME, STAGES
+from netprobe.catalogue import STAGES
 from netprobe.devices import Device
-from netprobe.exporter import (DEFAULT_LISTEN, DEFAULT_PORT, METRICS, NO_MECHANISM, BuildInfo,
+from netprobe.exporter import (DEFAULT_LISTEN, DEFAULT_PORT, METRICS, BuildInfo,
                                Scrape, families, format_address, landing_page,
                                parse_listen_address, stable_netns_names)
 from netprobe.stagestate import StageState

@@ -4,10 +4,10 @@ import socket
 import ssl
 import subprocess
 import threading
+import time
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
-from types import SimpleNamespace
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -15,7 +15,8 @@ from prometheus_client import CollectorRegistry
 from netprobe.catalogue import STAGES
 from netprobe.devices import Device
 from netprobe.errors import NetprobeError
-from netprobe.export_server import MetricsServer, SessionCollector, make_app, tls_context
+from netprobe.export_server import (MAX_CONNECTIONS, MetricsServer, SessionCollector, make_app,
+                                    tls_context)
 from netprobe.exporter import BuildInfo
 from netprobe.netns import Netns
 from netprobe.counting import Counts
@@ -193,3 +194,82 @@ def test_tls_with_a_bad_key_is_one_line(cert, tmp_path):
     bad.write_text("not a key\n")
     with pytest.raises(NetprobeError, match="not a PEM certificate and its matching private key"):
         tls_context(crt, str(bad))
+
+
+def _http_get(port: int, path: str = "/metrics", timeout: float = 20) -> tuple[float, bytes]:
+    t0 = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        connected = time.monotonic() - t0
+        s.sendall(f"GET {path} HTTP/1.0\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return connected, data
+
+
+def test_listen_queue_holds_a_fleet_of_scrapers():
+    # issue 10 item 13: socketserver's default backlog of 5 overflowed with 16 scrapers
+    with serving() as server:
+        port = server.server_address[1]
+        out = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True,
+                             text=True, check=True).stdout.split()
+        assert int(out[2]) >= 128  # a listening socket's Send-Q is its backlog
+
+
+def test_64_concurrent_scrapes_are_all_answered_without_a_syn_retry():
+    with serving() as server:
+        port = server.server_address[1]
+        results, barrier = [], threading.Barrier(64)
+
+        def client():
+            barrier.wait()
+            results.append(_http_get(port))
+
+        threads = [threading.Thread(target=client) for _ in range(64)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert len(results) == 64
+    assert all(data.startswith(b"HTTP/1.0 200") and b"netprobe_build_info" in data
+               for _, data in results)
+    # a dropped SYN is retried after 1 s: every connect well under that
+    assert max(connected for connected, _ in results) < 0.9
+
+
+def test_connections_served_at_once_are_bounded():
+    release = threading.Event()
+    busy = []
+
+    def slow_app(environ, start_response):
+        busy.append(1)
+        release.wait(20)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok\n"]
+
+    server = MetricsServer("127.0.0.1", 0)
+    server.set_app(slow_app)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    n = MAX_CONNECTIONS + 36
+    results = []
+    clients = [threading.Thread(target=lambda: results.append(_http_get(port, "/")))
+               for _ in range(n)]
+    try:
+        threads_before = threading.active_count()
+        for t in clients:
+            t.start()
+        deadline = time.monotonic() + 10
+        while len(busy) < MAX_CONNECTIONS and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.3)
+        assert len(busy) == MAX_CONNECTIONS  # the rest wait in the listen queue
+        assert threading.active_count() - threads_before <= n + MAX_CONNECTIONS
+        release.set()
+        for t in clients:
+            t.join(30)
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()
+    assert len(results) == n and all(d.endswith(b"ok\n") for _, d in results)
