@@ -11,8 +11,10 @@ done
 [ "$(id -u)" -eq 0 ] || { echo "lab: missing ${missing[*]}; install them, or run as root" >&2; exit 1; }
 echo "lab: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
+# Other jobs on the machine install packages too: wait for their dpkg lock, not fail on it.
+lock_wait=(-o DPkg::Lock::Timeout=600)
 # Stale or absent package lists are the usual reason an install fails here; update once.
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1 || {
+apt-get install "${lock_wait[@]}" -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1 || {
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  apt-get install "${lock_wait[@]}" -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }

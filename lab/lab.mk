@@ -1,11 +1,13 @@
 # The labs (included by the top Makefile, which defines SUDO):
-#   make lab-qemu-image   build (once) the QEMU guest: Debian's 6.1 kernel with kprobes, BCC
+#   make lab-qemu-image   build (once) the QEMU guests: Debian's 6.1 and 6.12 kernels, BCC
 #   make lab-qemu-smoke   kprobes on e1000_xmit_frame and loopback_xmit count real traffic
-#   make lab-qemu         the kernel tests and `netprobe prove` inside that guest (CI runs it)
+#   make lab-qemu         the kernel tests and `netprobe prove` inside each guest (CI runs it)
+# LAB_KERNELS picks the guests, each with its own cached image: make lab-qemu LAB_KERNELS=6.12
 #   make lab              the two-VM Vagrant lab: vagrant up, then netprobe prove --peer
 #   make lab-validate     vagrant validate + shellcheck; needs no box and no provider
 # Others run commands in the guest with: $(LAB_QEMU_RUN) [--timeout SECS] -- CMD...
 LAB_QEMU_RUN = lab/qemu/run.sh
+LAB_KERNELS ?= 6.1 6.12
 # e.g. make lab LAB_PROVIDER=libvirt; empty lets Vagrant pick its default provider
 LAB_PROVIDER ?=
 LAB_SHELL_SCRIPTS = $(shell find lab -name '*.sh' | sort) scripts/*.sh .ci/run
@@ -13,14 +15,20 @@ include lab/vagrant/addresses.mk
 
 .PHONY: lab-qemu-image lab-qemu-smoke lab-qemu lab lab-validate
 
+# each kernel in turn (two TCG guests at once would share the 2 cores and gain nothing); a
+# failing kernel does not stop the next one from running, only the target's status
 lab-qemu-image:
-	$(SUDO) lab/qemu/build-image.sh
+	for k in $(LAB_KERNELS); do $(SUDO) env LAB_KERNEL=$$k lab/qemu/build-image.sh || exit 1; done
 
 lab-qemu-smoke:
-	$(SUDO) $(LAB_QEMU_RUN) --timeout 600 -- python3 lab/qemu/smoke.py
+	status=0; for k in $(LAB_KERNELS); do \
+	  $(SUDO) env LAB_KERNEL=$$k $(LAB_QEMU_RUN) --timeout 600 -- python3 lab/qemu/smoke.py || status=1; \
+	done; exit $$status
 
 lab-qemu:
-	$(SUDO) $(LAB_QEMU_RUN) --timeout 2400 -- bash lab/qemu/in-guest.sh
+	status=0; for k in $(LAB_KERNELS); do \
+	  $(SUDO) env LAB_KERNEL=$$k $(LAB_QEMU_RUN) --timeout 2400 -- bash lab/qemu/in-guest.sh || status=1; \
+	done; exit $$status
 
 lab:
 	vagrant up $(if $(LAB_PROVIDER),--provider=$(LAB_PROVIDER))

@@ -29,3 +29,16 @@ def bpf_ok():
             pytest.fail(f"BPF unusable in CI: {why}")
         pytest.skip(f"BPF unusable here: {why}")
     return True
+
+
+# The compiled-program cache, for the whole run, in a directory of its own (mkdtemp: 0700),
+# never the machine's /var/cache/netprobe: the first session of each program compiles, later
+# ones load from the cache, so the suite exercises both paths. NETPROBE_CACHE=off (or a
+# directory) set outside wins.
+if "NETPROBE_CACHE" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["NETPROBE_CACHE"] = tempfile.mkdtemp(prefix="netprobe-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["NETPROBE_CACHE"], True)

@@ -3,6 +3,8 @@
 # headers, BCC and netprobe's Python dependencies, all from Debian packages. Later calls find it
 # in the cache and only print its directory.
 #   lab/qemu/build-image.sh [CACHE_DIR]     (default $LAB_QEMU_CACHE or <repo>/.cache/lab-qemu)
+# LAB_KERNEL picks the kernel line: 6.1 (default; bookworm's own) or 6.12 (bookworm's 6.12 LTS).
+# Each line has its own image in the cache.
 # The image directory holds vmlinux (ELF, PVH boot), initrd.img (busybox), rootfs.ext4, kver.
 set -euo pipefail
 
@@ -16,7 +18,7 @@ recipe=2
 packages=(python3 python3-bpfcc bpfcc-tools bpftool iproute2 iputils-ping kmod procps mount
           python3-click python3-rich python3-prometheus-client python3-pytest python3-pyroute2
           tcpdump netbase)
-host_packages=(qemu-system-x86 qemu-utils mmdebstrap e2fsprogs cpio busybox-static)
+host_packages=(qemu-system-x86 qemu-utils mmdebstrap e2fsprogs cpio busybox-static xz-utils zstd)
 # Drivers a headless guest with two emulated NICs never loads; they are half the module tree.
 unneeded_modules=(drivers/gpu drivers/media drivers/net/wireless drivers/infiniband
                   drivers/staging drivers/bluetooth drivers/iio drivers/isdn sound net/bluetooth)
@@ -24,10 +26,17 @@ unneeded_modules=(drivers/gpu drivers/media drivers/net/wireless drivers/infinib
 say() { printf 'lab-qemu: %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
 
-# The kernel is whatever Debian's linux-image-amd64 points at now, so image, modules and headers
-# always come from one build.
+lab_kernel=${LAB_KERNEL:-6.1}
+case $lab_kernel in
+  6.1) kernel_meta=linux-image-amd64 ;;
+  6.12) kernel_meta=linux-image-6.12-amd64 ;;
+  *) die "LAB_KERNEL=$lab_kernel: the lab knows the kernels 6.1 and 6.12" ;;
+esac
+
+# The kernel is whatever Debian's metapackage for the line points at now, so image, modules and
+# headers always come from one build.
 kernel_version() {
-  apt-cache depends linux-image-amd64 2>/dev/null \
+  apt-cache depends "$kernel_meta" 2>/dev/null \
     | sed -n 's/^ *Depends: linux-image-\([0-9].*\)$/\1/p' | head -n 1
 }
 kver=$(kernel_version)
@@ -36,7 +45,7 @@ if [ -z "$kver" ] && [ "$(id -u)" -eq 0 ]; then
   apt-get update -qq
   kver=$(kernel_version)
 fi
-[ -n "$kver" ] || die "cannot tell which kernel linux-image-amd64 depends on (run apt-get update)"
+[ -n "$kver" ] || die "cannot tell which kernel $kernel_meta depends on (run apt-get update)"
 packages=("linux-image-$kver" "linux-headers-$kver" "${packages[@]}")
 
 key=$(printf '%s\n' "recipe=$recipe" "$kver" "${packages[@]}" | sha256sum | cut -c1-12)
@@ -103,15 +112,25 @@ echo netprobe-lab > "$root/etc/hostname"
 # kernel loader, and the stock initramfs is not needed (5-9 s to init instead of 17-20 s).
 python3 - "$root/boot/vmlinuz-$kver" "$work/vmlinux" <<'EOT'
 import lzma
+import struct
+import subprocess
 import sys
 
+# 6.1's payload is XZ; 6.12's is zstd, which Python 3.11 cannot read: the zstd tool does, and
+# exits non-zero at the bytes after the payload's frame, which is why its status is not checked.
 data = open(sys.argv[1], "rb").read()
-at = data.find(b"\xfd7zXZ\x00")
-if at < 0:
-    sys.exit("lab-qemu: no XZ payload in " + sys.argv[1])
-elf = lzma.LZMADecompressor().decompress(data[at:])
-if elf[:4] != b"\x7fELF":
-    sys.exit("lab-qemu: the XZ payload of " + sys.argv[1] + " is not an ELF kernel")
+elf = b""
+if (at := data.find(b"\xfd7zXZ\x00")) >= 0:
+    elf = lzma.LZMADecompressor().decompress(data[at:])
+elif (at := data.find(b"\x28\xb5\x2f\xfd")) >= 0:
+    elf = subprocess.run(["zstd", "-qdc"], input=data[at:], capture_output=True).stdout
+else:
+    sys.exit("lab-qemu: no XZ or zstd payload in " + sys.argv[1])
+# whole: the ELF's section header table ends inside what was decompressed
+if elf[:4] != b"\x7fELF" or len(elf) < 64 or len(elf) < (
+        struct.unpack_from("<Q", elf, 0x28)[0] + struct.unpack_from("<HH", elf, 0x3a)[0]
+        * struct.unpack_from("<HH", elf, 0x3a)[1]):
+    sys.exit("lab-qemu: the payload of " + sys.argv[1] + " is not a whole ELF kernel")
 open(sys.argv[2], "wb").write(elf)
 EOT
 
@@ -123,9 +142,15 @@ cp /bin/busybox "$ird/bin/busybox"
 for m in virtio_pci virtio_blk crc32c ext4 9pnet_virtio 9p; do
   chroot "$root" modprobe --set-version "$kver" --show-depends "$m"
 done | awk '$1 == "insmod" && !seen[$2]++ { print $2 }' > "$work/initrd-modules"
+# busybox's insmod reads plain .ko files only; 6.12's modules come xz-compressed.
 while read -r ko; do
-  cp "$root$ko" "$ird/lib/modules/"
-  basename "$ko" >> "$ird/lib/modules/order"
+  plain=$(basename "$ko")
+  case $ko in
+    *.xz) plain=${plain%.xz}; xz -dc "$root$ko" > "$ird/lib/modules/$plain" ;;
+    *.zst) plain=${plain%.zst}; zstd -qdc "$root$ko" > "$ird/lib/modules/$plain" ;;
+    *) cp "$root$ko" "$ird/lib/modules/" ;;
+  esac
+  echo "$plain" >> "$ird/lib/modules/order"
 done < "$work/initrd-modules"
 cat > "$ird/init" <<'EOT'
 #!/bin/busybox sh
@@ -169,8 +194,9 @@ touch "$work/done"
 
 rm -rf "$image"
 mv "$work" "$image"
-# Older images (another kernel, package list or recipe) are pruned unless a run holds them.
-for old in "$cache"/*/; do
+# Older images of this kernel line (another build, package list or recipe) are pruned unless a
+# run holds them; the other line's image stays.
+for old in "$cache/debian-$lab_kernel".*/; do
   old=${old%/}
   if [ "$old" = "$image" ] || [ ! -d "$old" ]; then continue; fi
   if flock -n -x "$old/done" true 2>/dev/null; then rm -rf "$old"; fi

@@ -1,7 +1,7 @@
 #!/bin/bash
-# What `make lab-qemu` runs inside the guest (Debian's kernel, kprobes on, a real e1000):
-# the kernel-facing tests, then `netprobe prove` on the kprobe path, with the NIC case across
-# the e1000 to QEMU's own TCP echo peer (10.0.2.100:7, TCP only).
+# What `make lab-qemu` runs inside each guest (Debian's 6.1 or 6.12 kernel, kprobes on, a real
+# e1000): the kernel-facing tests, then `netprobe prove` on the kprobe path, with the NIC case
+# across the e1000 to QEMU's own TCP echo peer (10.0.2.100:7, TCP only).
 set -u
 status=0
 step() {
@@ -12,9 +12,14 @@ step() {
   echo "=== $(( SECONDS - t0 )) s: $1 ${2:-}"
 }
 export CI=${CI:-true}
+# One compiled-program cache for the tests and the prove runs (the guest's disk is thrown
+# away after the run): a program text compiled once is not compiled again, ~10 s each
+# under TCG.
+export NETPROBE_CACHE=${NETPROBE_CACHE:-/var/cache/netprobe}
 step python3 -m pytest -q -p no:cacheprovider tests/integration/test_kernel_counts.py \
   tests/integration/test_watch_cli.py tests/integration/test_doctor.py tests/integration/test_prove.py \
-  tests/integration/test_kprobe_path.py
+  tests/integration/test_kprobe_path.py \
+  tests/integration/test_progcache.py::test_a_hit_loads_without_bcc_and_counts_exactly_as_a_compile
 step python3 -m netprobe prove
 step python3 -m netprobe prove --peer 10.0.2.100 --peer-port 7 --peer-proto tcp
 exit $status

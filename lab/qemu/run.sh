@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs a command as root inside the QEMU lab guest: Debian's 6.1 kernel (kprobes on) with an
-# e1000 and a virtio-net NIC on networks that end inside QEMU. Builds the image first if the
-# cache has none.
+# Runs a command as root inside the QEMU lab guest: Debian's kernel (kprobes on; LAB_KERNEL
+# picks 6.1, the default, or 6.12) with an e1000 and a virtio-net NIC on networks that end
+# inside QEMU. Builds the image first if the cache has none.
 #   lab/qemu/run.sh [--timeout SECS] [--results DIR] -- CMD...
 # In the guest, CMD runs in /lab (this repository: read-only underneath, writes go to a tmpfs
 # overlay and are lost) with PYTHONPATH=/lab/pyfront and NETPROBE_LAB_NICS set, e.g.

@@ -193,6 +193,7 @@ class MapInfo:
     max_entries: int
     name: str
     id: int
+    flags: int = 0
 
 
 def map_info(fd: int) -> MapInfo:
@@ -200,7 +201,7 @@ def map_info(fd: int) -> MapInfo:
     _bpf(BPF_OBJ_GET_INFO_BY_FD, _InfoAttr(bpf_fd=fd, info_len=ctypes.sizeof(raw),
                                            info=ctypes.addressof(raw)))
     return MapInfo(raw.type, raw.key_size, raw.value_size, raw.max_entries,
-                   raw.name.decode(errors="replace"), raw.id)
+                   raw.name.decode(errors="replace"), raw.id, raw.map_flags)
 
 
 def _coerce(obj, ctype):

@@ -54,6 +54,7 @@ def this_machine() -> Syscalls:
 _nr = functools.cache(this_machine)
 
 
+BPF_MAP_CREATE = 0
 BPF_PROG_LOAD = 5
 BPF_PROG_TEST_RUN = 10
 BPF_RAW_TRACEPOINT_OPEN = 17
@@ -94,6 +95,14 @@ class _ProgLoad(ctypes.Structure):
                 ("line_info_rec_size", ctypes.c_uint32), ("line_info", ctypes.c_uint64),
                 ("line_info_cnt", ctypes.c_uint32), ("attach_btf_id", ctypes.c_uint32),
                 ("attach_prog_fd", ctypes.c_uint32), ("_pad", ctypes.c_uint64 * 8)]
+
+
+class _MapCreate(ctypes.Structure):
+    _fields_ = [("map_type", ctypes.c_uint32), ("key_size", ctypes.c_uint32),
+                ("value_size", ctypes.c_uint32), ("max_entries", ctypes.c_uint32),
+                ("map_flags", ctypes.c_uint32), ("inner_map_fd", ctypes.c_uint32),
+                ("numa_node", ctypes.c_uint32), ("map_name", ctypes.c_char * 16),
+                ("_pad", ctypes.c_uint64 * 8)]
 
 
 class _RawTpOpen(ctypes.Structure):
@@ -152,18 +161,25 @@ def netfilter_link(prog_fd: int, family: str, hook: str) -> int:
     raise OSError(errno.EBUSY, f"64 other BPF programs hold the {family} {hook} slots")
 
 
-def load_tp_btf(insns: bytes, name: str, btf_type_id: int) -> int:
-    """Load compiled instructions as a BTF raw tracepoint program (BPF_PROG_TYPE_TRACING,
-    BPF_TRACE_RAW_TP) for the tracepoint whose btf_trace_<event> typedef has id `btf_type_id`;
-    returns the program fd. BCC 0.26 cannot load this type, but its instructions already have
-    their map references resolved to fds, so they load as they are."""
+def map_create(map_type: int, key_size: int, value_size: int, max_entries: int,
+               flags: int = 0, name: str = "") -> int:
+    """A new BPF map; returns its fd."""
+    return _bpf(BPF_MAP_CREATE, _MapCreate(map_type=map_type, key_size=key_size,
+                                           value_size=value_size, max_entries=max_entries,
+                                           map_flags=flags, map_name=name[:15].encode()))
+
+
+def load_program(insns: bytes, name: str, prog_type: int, expected_attach_type: int = 0,
+                 attach_btf_id: int = 0, license: str = "GPL", kern_version: int = 0) -> int:
+    """Load compiled instructions whose map references already hold this process's map fds;
+    returns the program fd. A refusal raises OSError carrying the verifier's last words."""
     code = ctypes.create_string_buffer(insns, len(insns))
-    lic = ctypes.create_string_buffer(b"GPL")
+    lic = ctypes.create_string_buffer(license.encode())
     log = ctypes.create_string_buffer(1 << 16)
-    attr = _ProgLoad(prog_type=BPF_PROG_TYPE_TRACING, insn_cnt=len(insns) // 8,
+    attr = _ProgLoad(prog_type=prog_type, insn_cnt=len(insns) // 8,
                      insns=ctypes.addressof(code), license=ctypes.addressof(lic),
-                     prog_name=name[:15].encode(), expected_attach_type=BPF_TRACE_RAW_TP,
-                     attach_btf_id=btf_type_id)
+                     kern_version=kern_version, prog_name=name[:15].encode(),
+                     expected_attach_type=expected_attach_type, attach_btf_id=attach_btf_id)
     try:
         return _bpf(BPF_PROG_LOAD, attr)
     except OSError:
@@ -174,6 +190,14 @@ def load_tp_btf(insns: bytes, name: str, btf_type_id: int) -> int:
         except OSError as e:
             tail = log.value.decode(errors="replace").strip().splitlines()[-2:]
             raise OSError(e.errno, " / ".join([e.strerror, *tail])) from None
+
+
+def load_tp_btf(insns: bytes, name: str, btf_type_id: int) -> int:
+    """Load compiled instructions as a BTF raw tracepoint program (BPF_PROG_TYPE_TRACING,
+    BPF_TRACE_RAW_TP) for the tracepoint whose btf_trace_<event> typedef has id `btf_type_id`;
+    returns the program fd. BCC 0.26 cannot load this type, but its instructions already have
+    their map references resolved to fds, so they load as they are."""
+    return load_program(insns, name, BPF_PROG_TYPE_TRACING, BPF_TRACE_RAW_TP, btf_type_id)
 
 
 def raw_tracepoint_open(prog_fd: int, event: str | None = None) -> int:

@@ -9,10 +9,14 @@ through the descriptors the parent now holds; the parent attaches (bpfsys) and r
 (bpfmaps) with plain system calls.
 
 The parent asks with one JSON message: {"text", "cflags", "progs": [{"key", "fn", "type",
-"attach_type", "btf_id"}]}; the child answers with one JSON message and the fds:
+"attach_type", "btf_id"}], "cache": bool}; the child answers with one JSON message and the fds:
 {"maps": {name: {"fd": i, "key": desc, "leaf": desc}}, "progs": {key: {"fd": i} or {"error":
-text}}} or {"error": text} — `i` indexes the fds sent along, `desc` is BCC's description of a
-table's C type (bpfmaps.ctype_from_desc).
+text}}, "cache": entry or {"error": text}} or {"error": text} — `i` indexes the fds sent along,
+`desc` is BCC's description of a table's C type (bpfmaps.ctype_from_desc), `entry` what the
+compiled-program cache keeps (progcache.to_dict), asked for when the cache is on.
+
+With a cache entry for the request (progcache), no child is started: the maps are created and
+the programs loaded here, from the entry's instructions (load_entry).
 """
 from __future__ import annotations
 
@@ -29,7 +33,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import bpfsys
+from . import bpfsys, progcache
+from .bpfmaps import map_info
 from .errors import NetprobeError, one_line
 
 _MAX_FDS = 250  # SCM_RIGHTS carries at most 253 descriptors per message
@@ -51,6 +56,7 @@ class Loaded:
     maps: dict[str, tuple[int, object, object]] = field(default_factory=dict)  # fd, key, leaf
     progs: dict[str, int] = field(default_factory=dict)     # key -> fd
     errors: dict[str, str] = field(default_factory=dict)    # key -> why it did not load
+    source: str = "compiled"                                # or "cache"
 
     def close(self) -> None:
         for fd in [*self.progs.values(), *(m[0] for m in self.maps.values())]:
@@ -64,7 +70,58 @@ class Loaded:
 
 # -- parent side -------------------------------------------------------------------------
 def load(text: str, cflags: list[str], progs: list[ProgSpec]) -> Loaded:
-    request = json.dumps({"text": text, "cflags": cflags,
+    cache = progcache.Cache.from_env()
+    if cache is None:
+        return _compile(text, cflags, progs, None)[0]
+    key = progcache.derive_key(text, cflags, [p.__dict__ for p in progs],
+                               progcache.machine_identity())
+    entry = cache.lookup(key)
+    if entry is not None:
+        try:
+            return load_entry(entry, progs)
+        except (OSError, KeyError) as e:
+            why = e.strerror if isinstance(e, OSError) else f"no program {e}"
+            progcache.note(f"entry {cache.file(key)} did not load ({why}); compiling")
+    loaded, material = _compile(text, cflags, progs, cache)
+    if material is not None:
+        if "error" in material:
+            progcache.note(f"not kept: {material['error']}")
+        else:
+            try:
+                cache.store(key, progcache.from_dict(material))
+            except progcache.Rejected as e:
+                progcache.note(f"not kept: {e}")
+    return loaded
+
+
+def load_entry(entry: progcache.Entry, progs: list[ProgSpec]) -> Loaded:
+    """Create the entry's maps and load the programs asked for from its instructions, as the
+    child would have from BCC's: a program the kernel refuses is an error, not a failure."""
+    out = Loaded(source="cache")
+    try:
+        fds = {}
+        for m in entry.maps:
+            fds[m.name] = bpfsys.map_create(m.type, m.key_size, m.value_size, m.max_entries,
+                                            m.flags, m.kernel_name)
+            out.maps[m.name] = (fds[m.name], m.key_desc, m.leaf_desc)
+        for p in progs:
+            insns = progcache.patch(entry.progs[p.fn], fds)
+            try:
+                out.progs[p.key] = bpfsys.load_program(
+                    insns, p.fn, p.type, max(p.attach_type, 0), p.btf_id, entry.license,
+                    entry.kern_version)
+            except OSError as e:
+                out.errors[p.key] = e.strerror or str(e)
+    except BaseException:
+        out.close()
+        raise
+    return out
+
+
+def _compile(text: str, cflags: list[str], progs: list[ProgSpec],
+             cache: progcache.Cache | None) -> tuple[Loaded, dict | None]:
+    """BCC's compile and load in the child; with a cache, also what an entry keeps."""
+    request = json.dumps({"text": text, "cflags": cflags, "cache": cache is not None,
                           "progs": [p.__dict__ for p in progs]}).encode()
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     env = dict(os.environ)
@@ -103,7 +160,7 @@ def load(text: str, cflags: list[str], progs: list[ProgSpec]) -> Loaded:
             out.progs[key] = fds[p["fd"]]
         else:
             out.errors[key] = p["error"]
-    return out
+    return out, answer.get("cache")
 
 
 # -- the wire: a length-prefixed JSON message, then the fds in batches ------------------
@@ -184,6 +241,12 @@ def _compile_and_load(request: dict) -> tuple[dict, list[int]]:
         maps[name.decode()] = {"fd": len(fds), "key": json.loads(lib.bpf_table_key_desc(b.module, name)),
                                "leaf": json.loads(lib.bpf_table_leaf_desc(b.module, name))}
         fds.append(lib.bpf_table_fd(b.module, name))
+    answer = {"maps": maps}
+    if request.get("cache"):
+        try:
+            answer["cache"] = progcache.to_dict(_cache_entry(b, lib, maps, fds, request["progs"]))
+        except Exception as e:  # Uncacheable, or BCC's bare Exception from dump_func
+            answer["cache"] = {"error": one_line(e)}
     progs = {}
     for p in request["progs"]:
         try:
@@ -201,7 +264,27 @@ def _compile_and_load(request: dict) -> tuple[dict, list[int]]:
             continue
         progs[p["key"]] = {"fd": len(fds)}
         fds.append(fd)
-    return {"maps": maps, "progs": progs}, fds
+    answer["progs"] = progs
+    return answer, fds
+
+
+def _cache_entry(b, lib, maps: dict, fds: list[int], progs: list[dict]) -> progcache.Entry:
+    """What a later start needs to do without BCC: each map as the kernel was asked to create
+    it, and each program's instructions with the places that hold a map's fd."""
+    defs, fd_names = [], {}
+    for name, m in maps.items():
+        fd = fds[m["fd"]]
+        info = map_info(fd)
+        fd_names[fd] = name
+        defs.append(progcache.MapDef(name, info.type, info.key_size, info.value_size,
+                                     info.max_entries, info.flags, info.name, m["key"], m["leaf"]))
+    entry = progcache.Entry(lib.bpf_module_license(b.module).decode(),
+                            lib.bpf_module_kern_version(b.module), defs)
+    for p in progs:
+        if p["fn"] not in entry.progs:
+            insns = b.dump_func(p["fn"])
+            entry.progs[p["fn"]] = progcache.ProgDef(insns, progcache.map_refs(insns, fd_names))
+    return entry
 
 
 def _child(sock_fd: int) -> None:

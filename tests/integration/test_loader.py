@@ -1,5 +1,6 @@
 """Compiling in a child process: the netprobe process holds programs and maps as descriptors
 and never maps BCC or LLVM itself."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +26,9 @@ with ProbeSession() as s:
 
 def test_the_netprobe_process_never_loads_bcc_or_llvm(bpf_ok):
     r = subprocess.run([sys.executable, "-c", _CHECK], capture_output=True, text=True, timeout=60,
-                       env={"PYTHONPATH": str(ROOT / "pyfront"), "PATH": "/usr/bin:/bin"})
+                       env={"PYTHONPATH": str(ROOT / "pyfront"), "PATH": "/usr/bin:/bin",
+                            # the run's cache (tests/conftest.py), not the machine's
+                            "NETPROBE_CACHE": os.environ.get("NETPROBE_CACHE", "off")})
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["False", "False", "False"]
 
