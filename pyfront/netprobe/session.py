@@ -4,7 +4,9 @@ The parts each do one thing: loader.py compiles and loads in a child process (th
 never maps LLVM); attach.Attachments owns every attachment and always detaches;
 inventory.Inventory lists each namespace's devices; countreader.CountReader reads the counting
 set's maps, and counting.py turns them into counts without touching the kernel. A session loads
-only the program sets (programsets.py) its command uses.
+only the program sets (programsets.py) its command uses. Leaving the context (normally, on an
+error, on Ctrl-C, or on SIGTERM, which cli_options turns into its Terminated exception) closes
+every attachment.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from .devices import Device
 from .errors import NetprobeError
 from .flowfilter import FlowFilter
 from .inventory import Inventory
-from .kernel import Kernel, ensure_tracefs
+from .kernel import Kernel, ensure_tracefs, require_trusted_layouts
 from .nswatch import NetnsWatcher
 from .program import Program, build
 from .programsets import COUNTING, INVENTORY, WALK_MAX, ProgramSet
@@ -68,6 +70,7 @@ class ProbeSession:
         self.close()
 
     def open(self) -> None:
+        require_trusted_layouts(self.kernel)  # the commands ask earlier; this covers every user
         if self.kernel.btf is None:
             ensure_tracefs()  # where tracepoints are looked up without BTF
         self.program = self.build_program()
