@@ -3,7 +3,8 @@
 The parts each do one thing: loader.py compiles and loads in a child process (this process
 never maps LLVM); attach.Attachments owns every attachment and always detaches;
 inventory.Inventory lists each namespace's devices; countreader.CountReader reads the counting
-set's maps, and counting.py turns them into counts without touching the kernel. A session loads
+set's maps, and counting.py turns them into counts without touching the kernel;
+dropreader.DropReader and dropcounts.py do the same for the drops set. A session loads
 only the program sets (programsets.py) its command uses.
 """
 from __future__ import annotations
@@ -18,12 +19,14 @@ from .catalogue import ALL_STAGES, Stage
 from .countreader import CountReader
 from .counting import Counts, device_changes
 from .devices import Device
+from .dropcounts import DropCounts
+from .dropreader import DropReader
 from .errors import NetprobeError
 from .flowfilter import FlowFilter
 from .inventory import Inventory
 from .kernel import Kernel, ensure_tracefs
 from .program import Program, build
-from .programsets import COUNTING, INVENTORY, ProgramSet
+from .programsets import COUNTING, DROPS, INVENTORY, ProgramSet
 from .stagestate import StageState
 
 __all__ = ["ProbeSession", "Counts"]
@@ -50,6 +53,7 @@ class ProbeSession:
         self._attachments: Attachments | None = None
         self._inventory: Inventory | None = None
         self._counts: CountReader | None = None
+        self._drops: DropReader | None = None
         self._lock = threading.RLock()
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -87,6 +91,8 @@ class ProbeSession:
                                     self.kernel.symbolize)
         if COUNTING in self.sets:
             self._counts = CountReader(self.maps)
+        if DROPS in self.sets:
+            self._drops = DropReader(self.maps, self.kernel.kallsyms, self.kernel.drop_reasons)
         self._attachments = Attachments(self.kernel, self._loaded, self.sets, self.prefer)
         self._attachments.attach_stages(self.stages)
         self.refresh()
@@ -135,6 +141,8 @@ class ProbeSession:
             self.devices = devices
             if self._counts is not None and gone:
                 self._counts.forget({d.key for d in gone})
+            if self._drops is not None and gone:
+                self._drops.forget({d.key for d in gone})
             self._attachments.follow_devices(self.devices.values())
 
     # -- reading -------------------------------------------------------------------------
@@ -144,3 +152,15 @@ class ProbeSession:
             if self._counts is None:
                 raise NetprobeError("this session does not count (no counting program set)")
             return self._counts.read(self.devices.values(), self.namespaces)
+
+    @property
+    def drops_reasons(self) -> bool:
+        """Whether this kernel names why an skb was dropped (>= 5.17, with BTF)"""
+        return self._drops is not None and self._drops.reasons is not None
+
+    def read_drops(self) -> DropCounts:
+        """Cumulative drops since attach, per (netns, ifindex, stage, reason, function)."""
+        with self._lock:
+            if self._drops is None:
+                raise NetprobeError("this session does not count drops (no drops program set)")
+            return self._drops.read()

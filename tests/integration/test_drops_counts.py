@@ -1,0 +1,129 @@
+"""Drop counts against the kernel's own books, in namespaces of the test's own: UDP to a closed
+port on 127.0.0.1 and ::1 against nstat's UdpNoPorts / Udp6NoPorts, and an nftables rule's
+counter against netprobe's NETFILTER_DROP drops across a veth pair, IPv4 and IPv6, at the stage
+each hook belongs to."""
+import json
+import os
+import socket
+import subprocess
+import time
+
+import pytest
+
+from netprobe import bpfsys
+from netprobe.dropcounts import UNKNOWN
+from netprobe.programsets import DROPS
+from netprobe.session import ProbeSession
+from netprobe.topology import VethPair
+
+
+@pytest.fixture(scope="module")
+def drops(bpf_ok):
+    with ProbeSession(sets=(DROPS,)) as s:
+        assert s.states["drop"].attached, s.states["drop"].describe()
+        yield s
+
+
+def nstat(ns: str, *names: str) -> dict[str, int]:
+    # -a absolute, -s leave nstat's history alone, -z zeros too
+    out = subprocess.run(["ip", "netns", "exec", ns, "nstat", "-asz", "--json", *names],
+                         capture_output=True, text=True, check=True).stdout
+    return json.loads(out)["kernel"]
+
+
+def in_ns(path, family, kind=socket.SOCK_DGRAM):
+    with bpfsys.in_netns(path):
+        return socket.socket(family, kind)
+
+
+def settled(session, pred, timeout=2.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        d = session.read_drops()
+        if pred(d) or time.monotonic() > deadline:
+            return d
+        time.sleep(0.05)
+
+
+def total(counts, **match):
+    return sum(p for k, (p, _) in counts.values.items()
+               if all(getattr(k, f) == v for f, v in match.items()))
+
+
+def test_udp_to_a_closed_port_equals_udp_no_ports(drops):
+    n = 7
+    with VethPair.create() as pair:
+        inum = os.stat(pair.a.path).st_ino
+        drops.refresh()
+        before_k = nstat(pair.a.ns, "UdpNoPorts", "Udp6NoPorts")
+        before = drops.read_drops()
+        for fam, addr, count in ((socket.AF_INET, "127.0.0.1", n), (socket.AF_INET6, "::1", n + 2)):
+            with in_ns(pair.a.path, fam) as s:
+                for _ in range(count):
+                    s.sendto(b"x", (addr, 9))  # discard: nobody listens in a fresh namespace
+        after_k = nstat(pair.a.ns, "UdpNoPorts", "Udp6NoPorts")
+        reason = "NO_SOCKET" if drops.drops_reasons else UNKNOWN
+        fn = {"__udp4_lib_rcv": "UdpNoPorts", "__udp6_lib_rcv": "Udp6NoPorts"}
+        want = {c: after_k[c] - before_k[c] for c in fn.values()}
+        assert want == {"UdpNoPorts": n, "Udp6NoPorts": n + 2}
+        after = settled(drops, lambda d: sum(
+            total(d, netns=inum, function=f) for f in fn) - sum(
+            total(before, netns=inum, function=f) for f in fn) >= 2 * n + 2)
+        got = {fn[f]: total(after, netns=inum, ifindex=1, stage="l4_rcv", reason=reason,
+                            function=f)
+               - total(before, netns=inum, ifindex=1, stage="l4_rcv", reason=reason, function=f)
+               for f in fn}
+        assert got == want, after.values
+
+
+NFT = """
+table inet np_drop_test {
+  chain pre { type filter hook prerouting priority 0; udp dport %(pre)d counter drop; }
+  chain inp { type filter hook input priority 0; udp dport %(inp)d counter drop; }
+}"""
+
+
+def nft_counters(ns: str) -> dict[str, int]:
+    out = subprocess.run(["ip", "netns", "exec", ns, "nft", "-j", "list", "table", "inet",
+                          "np_drop_test"], capture_output=True, text=True, check=True).stdout
+    got = {}
+    for item in json.loads(out)["nftables"]:
+        rule = item.get("rule")
+        if rule:
+            got[rule["chain"]] = next(e["counter"]["packets"] for e in rule["expr"] if "counter" in e)
+    return got
+
+
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+def test_nftables_drops_equal_the_rules_counter(drops, family):
+    ports = {"pre": 7001, "inp": 7002}
+    sends = {"pre": 5, "inp": 8}
+    with VethPair.create() as pair:
+        pair.wait_up()
+        subprocess.run(["ip", "netns", "exec", pair.b.ns, "nft", "-f", "-"], check=True,
+                       text=True, input=NFT % ports)
+        drops.refresh()
+        inum = os.stat(pair.b.path).st_ino
+        ifindex = int(subprocess.run(["ip", "netns", "exec", pair.b.ns, "cat",
+                                      f"/sys/class/net/{pair.b.dev}/ifindex"],
+                                     capture_output=True, text=True, check=True).stdout)
+        before = drops.read_drops()
+        fam, addr = ((socket.AF_INET, pair.b.addr4) if family == "ipv4"
+                     else (socket.AF_INET6, pair.b.addr6))
+        with in_ns(pair.a.path, fam) as s:
+            for chain, port in ports.items():
+                for _ in range(sends[chain]):
+                    s.sendto(b"y" * 100, (addr, port))
+        want = nft_counters(pair.b.ns)
+        assert want == sends  # the rules really dropped what was sent
+        reason = "NETFILTER_DROP" if drops.drops_reasons else UNKNOWN
+
+        def at(d, stage):
+            return total(d, netns=inum, ifindex=ifindex, stage=stage, reason=reason)
+
+        after = settled(drops, lambda d: at(d, "ip_rcv") - at(before, "ip_rcv") >= sends["pre"]
+                        and at(d, "l4_rcv") - at(before, "l4_rcv") >= sends["inp"])
+        # PRE_ROUTING drops at ip_rcv, LOCAL_IN drops at l4_rcv
+        got = {"pre": at(after, "ip_rcv") - at(before, "ip_rcv"),
+               "inp": at(after, "l4_rcv") - at(before, "l4_rcv")}
+        assert got == want, after.values
