@@ -110,7 +110,11 @@ STAGES: tuple[Stage, ...] = (
     )),
     Stage("driver_xmit", "driver", "tx", "drv_tx", functions=(
         "dev_hard_start_xmit", "xmit_one", "loopback_xmit", "veth_xmit", "start_xmit",
-        "e1000_xmit_frame", "ifb_xmit", "dummy_xmit", "tun_net_xmit", "br_dev_xmit"),
+        "e1000_xmit_frame", "ifb_xmit", "dummy_xmit", "tun_net_xmit", "br_dev_xmit",
+        # veth_xmit hands the skb to its peer through these (a peer that is down drops there),
+        # still on the sending side: skb->dev is the sender
+        "veth_forward_skb", "dev_forward_skb", "__dev_forward_skb", "__dev_forward_skb2",
+        "____dev_forward_skb"),
           candidates=(
         Candidate(KPROBE, (_k(NDO_START_XMIT, fn="driver_xmit__kprobe"),),
                   "a kprobe on each device's own ndo_start_xmit"),
@@ -119,9 +123,7 @@ STAGES: tuple[Stage, ...] = (
     )),
     Stage("driver_rx", "driver", "rx", "drv_rx", functions=(
         "netif_rx", "__netif_rx", "netif_rx_internal", "netif_rx_ni", "enqueue_to_backlog",
-        "napi_gro_receive", "gro_receive_skb", "dev_gro_receive", "napi_skb_finish",
-        "veth_forward_skb", "__dev_forward_skb", "____dev_forward_skb", "dev_forward_skb",
-        "veth_xdp_rcv", "veth_xdp_rcv_skb", "do_xdp_generic", "netif_receive_generic_xdp"),
+        "napi_gro_receive", "gro_receive_skb", "dev_gro_receive", "napi_skb_finish", "veth_xdp_rcv", "veth_xdp_rcv_skb", "do_xdp_generic", "netif_receive_generic_xdp"),
           candidates=(
         Candidate(KPROBE, (_k("netif_rx_internal", fn="driver_rx__kprobe_arg1"),
                            _k("napi_gro_receive", fn="driver_rx__kprobe_arg2"))),

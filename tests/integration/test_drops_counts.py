@@ -127,3 +127,35 @@ def test_nftables_drops_equal_the_rules_counter(drops, family):
         got = {"pre": at(after, "ip_rcv") - at(before, "ip_rcv"),
                "inp": at(after, "l4_rcv") - at(before, "l4_rcv")}
         assert got == want, after.values
+
+
+def test_device_counters_equal_ip_link_and_the_veth_drop_is_seen(drops):
+    """A veth whose peer is down drops in veth_xmit: its tx_dropped counts it (link
+    statistics, read by netlink in the namespace, as `ip -s link` shows them) and netprobe
+    sees it at driver_xmit on that veth."""
+    from netprobe import linkstats, netns
+
+    with VethPair.create() as pair:
+        pair.wait_up()
+        subprocess.run(["ip", "-n", pair.b.ns, "link", "set", pair.b.dev, "down"], check=True)
+        subprocess.run(["ip", "-n", pair.a.ns, "neigh", "add", pair.b.addr4, "lladdr",
+                        "02:00:00:00:00:01", "dev", pair.a.dev], check=True)
+        drops.refresh()
+        inum = os.stat(pair.a.path).st_ino
+        before = drops.read_drops()
+        with in_ns(pair.a.path, socket.AF_INET) as s:
+            for _ in range(4):
+                s.sendto(b"z", (pair.b.addr4, 7003))
+        link = json.loads(subprocess.run(["ip", "-n", pair.a.ns, "-s", "-j", "link", "show",
+                                          pair.a.dev], capture_output=True, text=True,
+                                         check=True).stdout)[0]
+        ours = linkstats.read([netns.Netns(inum, pair.a.path, pair.a.ns)])
+        assert not ours.errors
+        mine = ours.values[inum, link["ifindex"]]
+        assert (mine.name, mine.tx_dropped, mine.rx_dropped) == (
+            pair.a.dev, link["stats64"]["tx"]["dropped"], link["stats64"]["rx"]["dropped"])
+        assert mine.tx_dropped >= 4
+        here = dict(netns=inum, ifindex=link["ifindex"], stage="driver_xmit")
+        after = settled(drops, lambda d: total(d, **here) - total(before, **here) >= 4)
+        # in veth_xmit's hand-over to the peer (__dev_forward_skb2 on 6.18)
+        assert total(after, **here) - total(before, **here) == 4, after.values
