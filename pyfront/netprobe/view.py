@@ -13,7 +13,9 @@ from .stagestate import StageState, unavailable
 
 
 def render(rows: Sequence[DeviceRow], prows: Sequence[ProtocolRow], states: Mapping[str, StageState],
-           *, flow: str, seconds: float, dropped: int, warnings: Sequence[str] = ()) -> Group:
+           *, flow: str, seconds: float, dropped: int, warnings: Sequence[str] = (),
+           sections: Sequence = ()) -> Group:
+    """`sections`: what other features show between the tables and the footer (drops)"""
     t = Table(box=None, pad_edge=False, header_style="bold", padding=(0, 1),
               title=f"netprobe — {flow} — per {seconds:.1f}s: packets/s (total)", title_justify="left")
     t.add_column("device", no_wrap=True)
@@ -49,6 +51,7 @@ def render(rows: Sequence[DeviceRow], prows: Sequence[ProtocolRow], states: Mapp
                 p.add_row(f"{r.protocol} @{r.netns_name}", f"{human(c.pps)} ({human(c.packets)})",
                           human(c.bps))
         parts.append(p)
+    parts += sections
     foot = Text("● physical NIC   stage mechanisms:\n", style="dim")
     for name, st in states.items():
         foot.append(f"  {name:<18} {st.describe()}\n", style="dim")

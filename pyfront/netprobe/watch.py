@@ -19,12 +19,15 @@ def run_watch(*, flow: FlowFilter, selector: DeviceSelector, prefer: Sequence[st
               interval: float, count: int | None, duration: float | None, as_json: bool,
               show_all: bool, ready_file: str | None) -> None:
     require_root()
+    from .dropwatch import DropWatch
+    from .programsets import COUNTING, DROPS
     from .session import ProbeSession
 
-    with ProbeSession(flow=flow, prefer=prefer) as session:
+    with ProbeSession(flow=flow, prefer=prefer, sets=(COUNTING, DROPS)) as session:
         if not any(st.attached for st in session.states.values()):
             raise NetprobeError("no stage could be attached on this kernel: run `netprobe doctor`")
         before = session.read()
+        drops = DropWatch(session, selector)
         if ready_file:
             Path(ready_file).write_text(json.dumps(
                 {name: state_json(st) for name, st in session.states.items()}))
@@ -55,18 +58,21 @@ def run_watch(*, flow: FlowFilter, selector: DeviceSelector, prefer: Sequence[st
                 if not show_all:
                     rows = active_rows(rows)
                 prows = protocol_rows(now.values, before.values, seconds, names)
+                drops.update(seconds, names)
                 if as_json:
                     obj = to_json(rows, prows, time=datetime.now(timezone.utc).isoformat(),
                                   seconds=seconds, states=session.states,
                                   flow=flow.describe(), dropped=now.dropped,
                                   warnings=session.warnings)
+                    obj["drops"] = drops.json()
                     print(json.dumps(obj), flush=True)
                 else:
                     from .view import render
 
                     live.update(render(rows, prows, session.states, flow=flow.describe(),
                                        seconds=seconds, dropped=now.dropped,
-                                       warnings=session.warnings), refresh=True)
+                                       warnings=session.warnings, sections=[drops.render()]),
+                                refresh=True)
                 before = now
                 n += 1
                 if (count and n >= count) or (deadline is not None and time.monotonic() >= deadline):
