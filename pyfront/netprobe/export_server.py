@@ -23,7 +23,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from prometheus_client import CollectorRegistry, ProcessCollector, make_wsgi_app
 
-from . import __version__
+from . import __version__, linkstats
 from .errors import NetprobeError, one_line
 from .exporter import (READ_OPERATIONS, BuildInfo, Scrape, families, format_address,
                        landing_page, stable_netns_names)
@@ -70,11 +70,21 @@ class SessionCollector:
             except Exception as e:
                 self._errors["read"] += 1
                 self._warn(f"reading the counts map: {one_line(e)}")
+            drops = link_drops = None
+            if getattr(self.session, "counts_drops", False):  # a session of the drops set
+                try:
+                    drops = self.session.read_drops()
+                except Exception as e:
+                    self._errors["read"] += 1
+                    self._warn(f"reading the drops map: {one_line(e)}")
+                link_drops = linkstats.read(self.session.namespaces.values())
+                for why in link_drops.errors.values():
+                    self._warn(f"reading the devices' drop counters: {why}")
             self._netns_names = stable_netns_names(
                 self._netns_names, {ns.inum: ns.name for ns in self.session.namespaces.values()})
             return Scrape(counts, dict(self.session.devices), dict(self._netns_names),
                           self.stages(), dict(self._errors), time.monotonic() - start,
-                          self.session.netfilter_unattached())
+                          self.session.netfilter_unattached(), drops, link_drops)
 
     def collect(self):
         return families(self.scrape(), self.build, self.selector)
@@ -215,9 +225,10 @@ def run_export(*, host: str, port: int, flow: FlowFilter, selector: DeviceSelect
     server = MetricsServer(host, port, tls)
     try:
         require_root()
+        from .programsets import COUNTING, DROPS
         from .session import ProbeSession
 
-        with ProbeSession(flow=flow, prefer=prefer) as session:
+        with ProbeSession(flow=flow, prefer=prefer, sets=(COUNTING, DROPS)) as session:
             if not any(st.attached for st in session.states.values()):
                 raise NetprobeError("no stage could be attached on this kernel: run `netprobe doctor`")
             collector = SessionCollector(

@@ -154,6 +154,10 @@ class ProbeSession:
             return self._counts.read(self.devices.values(), self.namespaces)
 
     @property
+    def counts_drops(self) -> bool:
+        return self._drops is not None
+
+    @property
     def drops_reasons(self) -> bool:
         """Whether this kernel names why an skb was dropped (>= 5.17, with BTF)"""
         return self._drops is not None and self._drops.reasons is not None
