@@ -321,9 +321,8 @@ def per_hook_cost(loadgen, env, tmp, configs, load=None):
 def drop_cost(loadgen, env, tmp, configs):
     """The drop stage's own ns per run, while every datagram of a flood is dropped: per
     configuration that has it, {"drop": {...}}"""
-    got = per_hook_cost(loadgen, env, tmp, [c for c in ("netprobe", "netprobe_port_filter",
-                                                        "netprobe_raw_tp") if c in configs],
-                        load=udp_drop)
+    got = per_hook_cost(loadgen, env, tmp, [c for c in ("netprobe", "netprobe_raw_tp")
+                                            if c in configs], load=udp_drop)
     return {c: {k: v for k, v in hooks.items() if k == "drop"} for c, hooks in got.items()}
 
 
@@ -615,7 +614,7 @@ def render(report) -> str:
             lines.append(f"  {name:20}" + "".join(cells))
     drop = {c: v["drop"] for c, v in (report.get("drop_ns") or {}).items() if v.get("drop")}
     if drop:
-        short = {"netprobe_port_filter": "--port", "netprobe_raw_tp": "raw_tp"}
+        short = {"netprobe_raw_tp": "raw_tp"}
         lines.append("drop stage (skb:kfree_skb), in-kernel ns per run while every datagram of "
                      "a flood to a closed port is dropped; it runs on drops only:")
         lines.append("  " + ", ".join(f"{short.get(c, c)} {v['ns_per_run']:.1f} ns "

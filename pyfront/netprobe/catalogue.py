@@ -86,7 +86,10 @@ STAGES: tuple[Stage, ...] = (
         "ip6_output", "ip6_finish_output", "__ip6_finish_output", "ip6_finish_output2",
         "ip6_local_out", "__ip6_local_out", "ip6_xmit", "ip6_fragment", "ip6_send_skb",
         # neighbour resolution is ip_finish_output2's last step before dev_queue_xmit
-        "neigh_resolve_output", "__neigh_event_send", "neigh_output", "neigh_direct_output"),
+        "neigh_resolve_output", "__neigh_event_send", "neigh_output", "neigh_direct_output",
+        # skbs queued for a neighbour that never resolved, or whose device went away
+        "neigh_invalidate", "neigh_flush_dev", "__neigh_ifdown", "neigh_destroy",
+        "pneigh_queue_purge"),
           candidates=(
         Candidate(KPROBE, (_k("ip_output", fn="ip_output__kprobe"),
                            _k("ip6_output", fn="ip_output__kprobe", optional=True))),
