@@ -14,7 +14,8 @@ step() {
 export CI=${CI:-true}
 step python3 -m pytest -q -p no:cacheprovider tests/integration/test_kernel_counts.py \
   tests/integration/test_watch_cli.py tests/integration/test_doctor.py tests/integration/test_prove.py \
-  tests/integration/test_kprobe_path.py
+  tests/integration/test_kprobe_path.py tests/integration/test_drops_counts.py \
+  tests/integration/test_drops_kernel.py
 step python3 -m netprobe prove
 step python3 -m netprobe prove --peer 10.0.2.100 --peer-port 7 --peer-proto tcp
 exit $status
