@@ -126,7 +126,8 @@ STAGES: tuple[Stage, ...] = (
     )),
     Stage("driver_rx", "driver", "rx", "drv_rx", functions=(
         "netif_rx", "__netif_rx", "netif_rx_internal", "netif_rx_ni", "enqueue_to_backlog",
-        "napi_gro_receive", "gro_receive_skb", "dev_gro_receive", "napi_skb_finish", "veth_xdp_rcv", "veth_xdp_rcv_skb", "do_xdp_generic", "netif_receive_generic_xdp"),
+        "napi_gro_receive", "gro_receive_skb", "dev_gro_receive", "napi_skb_finish",
+        "veth_xdp_rcv", "veth_xdp_rcv_skb", "do_xdp_generic", "netif_receive_generic_xdp"),
           candidates=(
         Candidate(KPROBE, (_k("netif_rx_internal", fn="driver_rx__kprobe_arg1"),
                            _k("napi_gro_receive", fn="driver_rx__kprobe_arg2"))),

@@ -28,6 +28,7 @@ class DropExpect:
     sent: int = 0
     kernel_count: int | None = None  # the kernel's own count of them (nftables' counter)
     error: str = ""               # the datagrams could not be sent, or the rule not made
+    by_rule: bool = False         # dropped by prove's nftables rule, whose counter is read
 
 
 @dataclass(frozen=True)

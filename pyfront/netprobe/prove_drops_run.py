@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+from dataclasses import replace
 
 from .prove_drops import DropExpect, DropVerdict, delta, judge
 from .prove_run import settled
@@ -66,7 +67,7 @@ def run_drop_case(session, pair: VethPair, port: int) -> DropVerdict:
                           reason("NO_SOCKET")) for addr in ("127.0.0.1", "::1")]
     # an input-hook (LOCAL_IN) drop: received and routed, so l4_rcv (dropcounts.netfilter_stage)
     expects += [DropExpect(addr, "nftables input rule", b_ns, b.ns, veth_b, b.dev,
-                           ("l4_rcv",), reason("NETFILTER_DROP"), error=rule_error)
+                           ("l4_rcv",), reason("NETFILTER_DROP"), error=rule_error, by_rule=True)
                 for addr in (b.addr4, b.addr6)]
     session.refresh()
     measured, drops = [], []
@@ -80,15 +81,15 @@ def run_drop_case(session, pair: VethPair, port: int) -> DropVerdict:
         try:
             sent = udp_send(addr=e.addr, port=port, count=COUNT, client_ns=a.path)
         except OSError as err:
-            measured.append(DropExpect(**{**e.__dict__, "error": f"sending failed: {err.strerror}"}))
+            measured.append(replace(e, error=f"sending failed: {err.strerror}"))
             drops.append({})
             continue
         now = settled(session.read_drops)
         kernel = None
-        if e.why.startswith("nftables"):
+        if e.by_rule:
             total = _rule_counter(b)
             kernel, counted = total - counted, total
-        measured.append(DropExpect(**{**e.__dict__, "sent": sent, "kernel_count": kernel}))
+        measured.append(replace(e, sent=sent, kernel_count=kernel))
         drops.append(delta(now.values, before.values))
         before = now
     names = {d.key: d.name for d in session.devices.values()}

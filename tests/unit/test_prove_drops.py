@@ -1,6 +1,8 @@
 """prove's "where it dies" claims judged without a kernel: all seen where expected, some seen
 elsewhere, none seen, a kernel count that disagrees, a kernel without reasons, an error; and
 how the case reads (80 columns) and its JSON."""
+from dataclasses import replace
+
 import pytest
 
 from netprobe.dropcounts import DropKey
@@ -10,7 +12,7 @@ from netprobe.prove_drops import DropExpect, delta, judge, judge_drop
 A, B = 101, 202
 LO4 = DropExpect("127.0.0.1", "closed port", A, "np-x-a", 1, "lo", ("l4_rcv",), "NO_SOCKET", 16)
 NFT4 = DropExpect("10.9.0.2", "nftables input rule", B, "np-x-b", 3, "npxb", ("l4_rcv",),
-                  "NETFILTER_DROP", 16, kernel_count=16)
+                  "NETFILTER_DROP", 16, kernel_count=16, by_rule=True)
 UDP4 = DropKey(A, 1, "l4_rcv", "NO_SOCKET", "__udp4_lib_rcv")
 NFT = DropKey(B, 3, "l4_rcv", "NETFILTER_DROP", "nft_do_chain")
 
@@ -39,19 +41,18 @@ def test_not_all_where_expected_fails_and_says_where(drops, says):
 
 
 def test_the_kernels_own_count_must_agree():
-    c = judge_drop(DropExpect(**{**NFT4.__dict__, "kernel_count": 15}), {NFT: 16})
+    c = judge_drop(replace(NFT4, kernel_count=15), {NFT: 16})
     assert not c.holds and c.text.endswith("nftables counted 15")
 
 
 def test_a_kernel_without_reasons_any_reason_will_do():
-    e = DropExpect(**{**LO4.__dict__, "reason": None})
+    e = replace(LO4, reason=None)
     c = judge_drop(e, {DropKey(A, 1, "l4_rcv", "unknown", "__udp4_lib_rcv"): 16})
     assert c.holds and "no reason given by this kernel" in c.text
 
 
 def test_an_error_fails_the_claim():
-    c = judge_drop(DropExpect(**{**NFT4.__dict__, "error": "cannot tell: nft (nftables) is not "
-                                 "installed"}), {})
+    c = judge_drop(replace(NFT4, error="cannot tell: nft (nftables) is not installed"), {})
     assert not c.holds and c.text == "10.9.0.2: cannot tell: nft (nftables) is not installed"
 
 
