@@ -164,3 +164,24 @@ def test_device_counters_equal_ip_link_and_the_veth_drop_is_seen(drops):
         # in veth_xmit's hand-over to the peer (__dev_forward_skb2 on 6.18: driver_xmit), or,
         # once linkwatch has seen the carrier go, by the deactivated qdisc (dev_queue_xmit)
         assert sent_ones(after) - sent_ones(before) == 4, after.values
+
+
+@pytest.mark.parametrize("prefer", ["tp_btf", "raw_tracepoint"])
+def test_a_kernel_without_reasons_gets_the_place_only(bpf_ok, prefer):
+    """As before 5.17: no reason argument is read (the program is built without
+    -DNP_DROP_REASONS), and drops are still placed by namespace, device, stage and function."""
+    from netprobe.kernel import Kernel
+
+    kernel = Kernel()
+    kernel.__dict__["drop_reasons"] = None  # what a kernel without enum skb_drop_reason gives
+    with VethPair.create() as pair, ProbeSession(sets=(DROPS,), prefer=(prefer,),
+                                                 kernel=kernel) as s:
+        assert "-DNP_DROP_REASONS" not in s.program.cflags and not s.drops_reasons
+        assert s.states["drop"].mechanism == prefer
+        inum = os.stat(pair.a.path).st_ino
+        with in_ns(pair.a.path, socket.AF_INET) as so:
+            for _ in range(3):
+                so.sendto(b"x", ("127.0.0.1", 9))
+        d = settled(s, lambda d: total(d, netns=inum) >= 3)
+        assert total(d, netns=inum, ifindex=1, stage="l4_rcv", reason=UNKNOWN,
+                     function="__udp4_lib_rcv") == 3, d.values
