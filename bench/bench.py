@@ -30,11 +30,11 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "pyfront"))
 
-from netprobe.catalogue import STAGES  # noqa: E402
+from netprobe.catalogue import ALL_STAGES  # noqa: E402
 from netprobe.topology import VethPair  # noqa: E402
 
 PORT = 5201
-HOOK_FNS = sorted({h.fn for s in STAGES for c in s.candidates for h in c.hooks})
+HOOK_FNS = sorted({h.fn for s in ALL_STAGES for c in s.candidates for h in c.hooks})
 PY = sys.executable
 NETPROBE = [PY, "-m", "netprobe"]
 ENV = dict(os.environ, PYTHONPATH=str(ROOT / "pyfront"))
@@ -116,7 +116,21 @@ def tcp_rr(loadgen, env, secs):
     return {"value": tps, "per_cpu_s": n / cpu if cpu > 0 else None}
 
 
-WORKLOADS = {"udp_64B_pps": udp_pps, "tcp_bulk_bps": tcp_bulk, "tcp_rr_per_s": tcp_rr}
+DROP_PORT = PORT + 1  # nobody listens on it
+
+
+def udp_drop(loadgen, env, secs):
+    """64-byte datagrams to a closed port, flood pinned to CPU 0: every one is dropped
+    (NO_SOCKET at __udp4_lib_rcv), so netprobe's drop stage runs once per datagram, the most it
+    ever runs per packet. Datagrams per CPU-second of the flood read the per-drop cost."""
+    r = sh(in_ns(env["client_ns"], ["taskset", "-c", "0", loadgen, "udp-drop", env["server"],
+                                    str(DROP_PORT), str(secs), "64"]), timeout=secs + 20)
+    sent, wall, cpu, _user = (float(x) for x in r.stdout.split())
+    return {"value": sent / wall, "per_cpu_s": sent / cpu if cpu > 0 else None}
+
+
+WORKLOADS = {"udp_64B_pps": udp_pps, "tcp_bulk_bps": tcp_bulk, "tcp_rr_per_s": tcp_rr,
+             "udp_drop_pps": udp_drop}
 
 
 # -- configurations: context managers that run something beside the traffic -------------------
@@ -275,9 +289,11 @@ def frontend_cost(loadgen, env, tmp, secs=12):
             "rss_while_watching_mb": rss / 1024, "compile_child_peak_rss_mb": compile_peak_rss_mb()}
 
 
-def per_hook_cost(loadgen, env, tmp, configs):
+def per_hook_cost(loadgen, env, tmp, configs, load=None):
     """run_time_ns / run_cnt of each program of each configuration while loopback UDP runs
-    (bpf_stats' own timing is in every figure: compare with the empty programs')."""
+    (`load`: udp_pps by default; udp_drop for the drop stage, which runs on drops only).
+    bpf_stats' own timing is in every figure: compare with the empty programs'."""
+    load = load or udp_pps
     old = Path("/proc/sys/kernel/bpf_stats_enabled").read_text().strip()
     out = {}
     Path("/proc/sys/kernel/bpf_stats_enabled").write_text("1")
@@ -286,7 +302,7 @@ def per_hook_cost(loadgen, env, tmp, configs):
             with CONFIGS[cname](env, tmp) as p:
                 mine = _own_programs(p.pid)
                 before = _prog_stats()
-                udp_pps(loadgen, env, 2)
+                load(loadgen, env, 2)
                 after = _prog_stats()
             hooks = {}
             for pid, (name, ns, cnt) in after.items():
@@ -300,6 +316,14 @@ def per_hook_cost(loadgen, env, tmp, configs):
     finally:
         Path("/proc/sys/kernel/bpf_stats_enabled").write_text(old)
     return out
+
+
+def drop_cost(loadgen, env, tmp, configs):
+    """The drop stage's own ns per run, while every datagram of a flood is dropped: per
+    configuration that has it, {"drop": {...}}"""
+    got = per_hook_cost(loadgen, env, tmp, [c for c in ("netprobe", "netprobe_raw_tp")
+                                            if c in configs], load=udp_drop)
+    return {c: {k: v for k, v in hooks.items() if k == "drop"} for c, hooks in got.items()}
 
 
 def hook_label(prog_name: str) -> str:
@@ -361,6 +385,7 @@ def main():
         old = json.loads(Path(args.from_json).read_text())
         args.rounds, args.secs = old["rounds"], old["seconds_per_run"]
         extra = {k: old[k] for k in ("startup", "frontend", "per_hook_ns")}
+        extra["drop_ns"] = old.get("drop_ns", {})
         print(render(make_report(old["samples"], extra, args, old.get("errors", []),
                                  old["machine"], old["when"])))
         return 0
@@ -411,7 +436,8 @@ def main():
                  "per_hook_ns": per_hook_cost(loadgen, first, tmp,
                                               [c for c in ("empty_programs", "netprobe",
                                                            "netprobe_port_filter",
-                                                           "netprobe_raw_tp") if c in configs])}
+                                                           "netprobe_raw_tp") if c in configs]),
+                 "drop_ns": drop_cost(loadgen, first, tmp, configs)}
     finally:
         pair.delete()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -586,6 +612,13 @@ def render(report) -> str:
                 v = hooks[c].get(name)
                 cells.append(f"{v['ns_per_run']:10.1f}" if v else f"{'-':>10}")
             lines.append(f"  {name:20}" + "".join(cells))
+    drop = {c: v["drop"] for c, v in (report.get("drop_ns") or {}).items() if v.get("drop")}
+    if drop:
+        short = {"netprobe_raw_tp": "raw_tp"}
+        lines.append("drop stage (skb:kfree_skb), in-kernel ns per run while every datagram of "
+                     "a flood to a closed port is dropped; it runs on drops only:")
+        lines.append("  " + ", ".join(f"{short.get(c, c)} {v['ns_per_run']:.1f} ns "
+                                      f"({v['runs']:,} runs)" for c, v in drop.items()))
     lines.append("targets (netprobe as shipped, median rate ratios; [per CPU-second reading]):")
     lines += _target_lines(report["targets"])
     for config, targets in report.get("variant_targets", {}).items():

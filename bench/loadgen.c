@@ -2,6 +2,9 @@
  *   loadgen udp-sink ADDR PORT SECS         count datagrams received; print "pkt/s"
  *   loadgen udp-flood ADDR PORT SECS SIZE   send datagrams as fast as the kernel takes them;
  *                                           print "sent seconds cpu_seconds user_seconds"
+ *   loadgen udp-drop ADDR PORT SECS SIZE    the same, unconnected, to a port nobody listens
+ *                                           on: every datagram is dropped (NO_SOCKET), and
+ *                                           the ICMP errors never reach the socket
  *   loadgen rr-server ADDR PORT             TCP 1-byte echo of one connection; print "cpu_seconds"
  *   loadgen rr-client ADDR PORT SECS        TCP 1-byte request/response; print "transactions/s
  *                                           transactions cpu_seconds"
@@ -96,17 +99,19 @@ int main(int argc, char **argv)
         printf("%.0f\n", n / (now() - t0));
         return 0;
     }
-    if (!strcmp(mode, "udp-flood")) {
+    if (!strcmp(mode, "udp-flood") || !strcmp(mode, "udp-drop")) {
         int size = argc > 5 ? atoi(argv[5]) : 64;
         int fd = sock_for(addr, port, SOCK_DGRAM, &ss, &len);
-        if (connect(fd, (struct sockaddr *)&ss, len)) { perror("connect"); return 1; }
+        int drop = !strcmp(mode, "udp-drop");
+        if (!drop && connect(fd, (struct sockaddr *)&ss, len)) { perror("connect"); return 1; }
         double t0 = now(), end = t0 + secs, c0 = cpu_seconds(NULL), u0 = 0, u1 = 0;
         cpu_seconds(&u0);
         long n = 0;
         memset(buf, 'u', size);
         while (1) {
             for (int i = 0; i < 256; i++)
-                if (send(fd, buf, size, 0) > 0)
+                if ((drop ? sendto(fd, buf, size, 0, (struct sockaddr *)&ss, len)
+                          : send(fd, buf, size, 0)) > 0)
                     n++;
             if (now() > end)
                 break;

@@ -14,10 +14,11 @@ cache=${1:-${LAB_QEMU_CACHE:-$top/.cache/lab-qemu}}
 
 # Bump when this script changes what it builds (the initrd's init, the layout), so cached
 # images made by the older recipe are rebuilt.
-recipe=2
+recipe=3
+# nftables: the drop tests' firewall rule and its counter (recipe 3)
 packages=(python3 python3-bpfcc bpfcc-tools bpftool iproute2 iputils-ping kmod procps mount
           python3-click python3-rich python3-prometheus-client python3-pytest python3-pyroute2
-          tcpdump netbase)
+          tcpdump netbase nftables)
 host_packages=(qemu-system-x86 qemu-utils mmdebstrap e2fsprogs cpio busybox-static xz-utils zstd)
 # Drivers a headless guest with two emulated NICs never loads; they are half the module tree.
 unneeded_modules=(drivers/gpu drivers/media drivers/net/wireless drivers/infiniband

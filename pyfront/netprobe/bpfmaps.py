@@ -293,6 +293,15 @@ class Map:
             prev = nxt
         return found
 
+    def delete_where(self, pred) -> None:
+        """Delete every key for which pred(key) holds; one deleted meanwhile is no error."""
+        for k in self.keys():
+            if pred(k):
+                try:
+                    self.delete(k)
+                except KeyError:
+                    pass
+
     def items(self) -> list:
         buf = self._buffer()
         pairs = ((k, self._lookup(k, buf)) for k in self.keys())

@@ -165,17 +165,36 @@ class BTF:
                         for i in range(vlen)]
         raise BTFError(f"function {name} is not in this kernel's BTF")
 
+    def tracepoint_params(self, event: str) -> list[str] | None:
+        """The argument types of tracepoint `event` as a BTF raw tracepoint sees them: its
+        btf_trace_<event> typedef is a pointer to void (*)(void *__data, args...); the leading
+        __data is left off. None where this kernel has no such tracepoint."""
+        tid = self.type_id(f"btf_trace_{event}", TYPEDEF)
+        if tid is None:
+            return None
+        proto = self._resolve(tid)
+        while self._hdr(proto)[0] == PTR:
+            proto = self._resolve(self._hdr(proto)[4])
+        kind, vlen, _kf, _n, _ret = self._hdr(proto)
+        if kind != FUNC_PROTO:
+            return None
+        base = self._pos[proto] + 12
+        return [self.type_name(struct.unpack_from("<II", self._blob, base + 8 * i)[1])
+                for i in range(1, vlen)]
+
     def type_name(self, tid: int) -> str:
         stars = ""
         while True:
             tid = self._resolve(tid)
+            if tid == 0:  # void: type 0 has no header of its own
+                return "void" + (f" {stars}" if stars else "")
             kind, _v, _kf, name_off, st = self._hdr(tid)
             if kind != PTR:
                 break
             stars += "*"
             tid = st
         prefix = {STRUCT: "struct ", UNION: "union ", ENUM: "enum "}.get(kind, "")
-        name = self._str(name_off) if name_off else ("void" if tid == 0 else "?")
+        name = self._str(name_off) if name_off else "?"
         return f"{prefix}{name}" + (f" {stars}" if stars else "")
 
     def type_id(self, name: str, kind: int) -> int | None:

@@ -49,6 +49,10 @@ class Stage:
     per_device: bool = True  # False: keyed by (netns, protocol), runs before a device exists
     # the protocol a per-protocol stage counts (L4 send stages)
     protocol: str | None = None
+    # kernel functions whose frees of an skb (skb:kfree_skb's location) are drops at this
+    # stage; gcc's clones (.isra.0, ...) count as their function. Names absent from a kernel
+    # (inlined, renamed, another version's) simply never match.
+    functions: tuple[str, ...] = ()
 
 
 def _k(*targets: str, fn: str, optional: bool = False, first_param: str | None = None) -> Hook:
@@ -76,25 +80,55 @@ STAGES: tuple[Stage, ...] = (
         *_tracepoint(("sock:sock_send_length", "l4_send"),
                      note="after each sendmsg returns, UDP sockets"),
     )),
-    Stage("ip_output", "L3", "tx", "ip_out", candidates=(
+    Stage("ip_output", "L3", "tx", "ip_out", functions=(
+        "ip_output", "ip_finish_output", "__ip_finish_output", "ip_finish_output2", "ip_local_out",
+        "__ip_local_out", "ip_send_skb", "ip_do_fragment", "ip_fragment", "ip_mc_output",
+        "ip6_output", "ip6_finish_output", "__ip6_finish_output", "ip6_finish_output2",
+        "ip6_local_out", "__ip6_local_out", "ip6_xmit", "ip6_fragment", "ip6_send_skb",
+        # neighbour resolution is ip_finish_output2's last step before dev_queue_xmit
+        "neigh_resolve_output", "__neigh_event_send", "neigh_output", "neigh_direct_output",
+        # skbs queued for a neighbour that never resolved, or whose device went away
+        "neigh_invalidate", "neigh_flush_dev", "__neigh_ifdown", "neigh_destroy",
+        "pneigh_queue_purge"),
+          candidates=(
         Candidate(KPROBE, (_k("ip_output", fn="ip_output__kprobe"),
                            _k("ip6_output", fn="ip_output__kprobe", optional=True))),
         Candidate(NETFILTER, (_k("ipv4:POST_ROUTING", fn="ip_output__netfilter"),
                               _k("ipv6:POST_ROUTING", fn="ip_output__netfilter", optional=True)),
                   "NF_INET_POST_ROUTING, the hook inside ip_output/ip6_output"),
     )),
-    Stage("dev_queue_xmit", "L2", "tx", "dev_q", candidates=(
+    Stage("dev_queue_xmit", "L2", "tx", "dev_q", functions=(
+        "__dev_queue_xmit", "dev_queue_xmit", "__dev_xmit_skb", "validate_xmit_skb",
+        "validate_xmit_skb_list", "sch_direct_xmit", "dev_qdisc_enqueue", "__qdisc_run",
+        "__dev_direct_xmit", "qdisc_drop", "qdisc_drop_all",
+        # the qdiscs' own enqueue and drop functions
+        "pfifo_fast_enqueue", "pfifo_enqueue", "bfifo_enqueue", "pfifo_tail_enqueue",
+        "fq_codel_enqueue", "fq_codel_drop", "fq_enqueue", "tbf_enqueue", "netem_enqueue",
+        "htb_enqueue", "sfq_enqueue", "red_enqueue", "cake_enqueue", "prio_enqueue",
+        "noqueue_enqueue", "codel_qdisc_enqueue", "dualpi2_qdisc_enqueue"),
+          candidates=(
         Candidate(KPROBE, (_k("__dev_queue_xmit", "dev_queue_xmit", fn="dev_queue_xmit__kprobe"),)),
         *_tracepoint(("net:net_dev_queue", "dev_queue_xmit"),
                      note="net:net_dev_queue, inside __dev_queue_xmit"),
     )),
-    Stage("driver_xmit", "driver", "tx", "drv_tx", candidates=(
+    Stage("driver_xmit", "driver", "tx", "drv_tx", functions=(
+        "dev_hard_start_xmit", "xmit_one", "loopback_xmit", "veth_xmit", "start_xmit",
+        "e1000_xmit_frame", "ifb_xmit", "dummy_xmit", "tun_net_xmit", "br_dev_xmit",
+        # veth_xmit hands the skb to its peer through these (a peer that is down drops there),
+        # still on the sending side: skb->dev is the sender
+        "veth_forward_skb", "dev_forward_skb", "__dev_forward_skb", "__dev_forward_skb2",
+        "____dev_forward_skb"),
+          candidates=(
         Candidate(KPROBE, (_k(NDO_START_XMIT, fn="driver_xmit__kprobe"),),
                   "a kprobe on each device's own ndo_start_xmit"),
         *_tracepoint(("net:net_dev_start_xmit", "driver_xmit"),
                      note="net:net_dev_start_xmit, just before ndo_start_xmit"),
     )),
-    Stage("driver_rx", "driver", "rx", "drv_rx", candidates=(
+    Stage("driver_rx", "driver", "rx", "drv_rx", functions=(
+        "netif_rx", "__netif_rx", "netif_rx_internal", "netif_rx_ni", "enqueue_to_backlog",
+        "napi_gro_receive", "gro_receive_skb", "dev_gro_receive", "napi_skb_finish",
+        "veth_xdp_rcv", "veth_xdp_rcv_skb", "do_xdp_generic", "netif_receive_generic_xdp"),
+          candidates=(
         Candidate(KPROBE, (_k("netif_rx_internal", fn="driver_rx__kprobe_arg1"),
                            _k("napi_gro_receive", fn="driver_rx__kprobe_arg2"))),
         Candidate(KPROBE, (_k("__netif_rx", fn="driver_rx__kprobe_arg1", optional=True),
@@ -103,7 +137,11 @@ STAGES: tuple[Stage, ...] = (
                            _k("napi_gro_receive", fn="driver_rx__kprobe_arg2"))),
         *_tracepoint(("net:netif_rx", "driver_rx"), ("net:napi_gro_receive_entry", "driver_rx")),
     )),
-    Stage("netif_receive_skb", "L2", "rx", "rcv_skb", candidates=(
+    Stage("netif_receive_skb", "L2", "rx", "rcv_skb", functions=(
+        "__netif_receive_skb_core", "__netif_receive_skb", "__netif_receive_skb_one_core",
+        "netif_receive_skb", "netif_receive_skb_list_internal", "__netif_receive_skb_list_core",
+        "process_backlog", "sch_handle_ingress", "tcf_classify"),
+          candidates=(
         Candidate(KPROBE, (_k("__netif_receive_skb_core", fn="netif_receive_skb__kprobe_pskb",
                               first_param="struct sk_buff **"),)),
         Candidate(KPROBE, (_k("__netif_receive_skb_core", fn="netif_receive_skb__kprobe",
@@ -111,7 +149,13 @@ STAGES: tuple[Stage, ...] = (
         *_tracepoint(("net:netif_receive_skb", "netif_receive_skb"),
                      note="net:netif_receive_skb, inside __netif_receive_skb_core"),
     )),
-    Stage("ip_rcv", "L3", "rx", "ip_rcv", candidates=(
+    Stage("ip_rcv", "L3", "rx", "ip_rcv", functions=(
+        "ip_rcv", "ip_rcv_core", "ip_rcv_finish", "ip_rcv_finish_core", "ip_list_rcv",
+        "ip_sublist_rcv", "ip_sublist_rcv_finish", "ip_route_input_noref", "ip_route_input_slow",
+        "ip_route_input_rcu", "ip_defrag", "ip_check_defrag",
+        "ipv6_rcv", "ip6_rcv_core", "ip6_rcv_finish", "ip6_rcv_finish_core", "ip6_list_rcv",
+        "ip6_sublist_rcv", "ip6_route_input", "ipv6_frag_rcv"),
+          candidates=(
         # ip_rcv_core serves both ip_rcv and the list path (ip_list_rcv) that GRO'd NIC
         # traffic takes; a kprobe on ip_rcv alone would miss those packets.
         Candidate(KPROBE, (_k("ip_rcv_core", fn="ip_rcv__kprobe"),
@@ -120,7 +164,21 @@ STAGES: tuple[Stage, ...] = (
                               _k("ipv6:PRE_ROUTING", fn="ip_rcv__netfilter", optional=True)),
                   "NF_INET_PRE_ROUTING, right after ip_rcv_core's checks"),
     )),
-    Stage("l4_rcv", "L4", "rx", "l4_rcv", candidates=(
+    Stage("l4_rcv", "L4", "rx", "l4_rcv", functions=(
+        # IP's local delivery hands over to L4: drops there (no such protocol) are L4's
+        "ip_local_deliver", "ip_local_deliver_finish", "ip_protocol_deliver_rcu",
+        "ip6_input", "ip6_input_finish", "ip6_protocol_deliver_rcu", "ip_mc_input",
+        "ip6_mc_input",
+        "udp_rcv", "__udp4_lib_rcv", "udp_unicast_rcv_skb", "__udp4_lib_mcast_deliver",
+        "udp_queue_rcv_skb", "udp_queue_rcv_one_skb", "__udp_queue_rcv_skb",
+        "__udp_enqueue_schedule_skb", "udpv6_rcv", "__udp6_lib_rcv", "udpv6_queue_rcv_skb",
+        "udpv6_queue_rcv_one_skb", "__udpv6_queue_rcv_skb", "__udp6_lib_mcast_deliver",
+        "tcp_v4_rcv", "tcp_v4_do_rcv", "tcp_v6_rcv", "tcp_v6_do_rcv", "tcp_rcv_established",
+        "tcp_rcv_state_process", "tcp_data_queue", "tcp_validate_incoming", "tcp_add_backlog",
+        "tcp_conn_request", "tcp_v4_conn_request", "tcp_v6_conn_request", "tcp_child_process",
+        "icmp_rcv", "icmpv6_rcv", "raw_rcv", "raw_local_deliver", "rawv6_rcv", "ping_rcv",
+        "igmp_rcv", "sock_queue_rcv_skb_reason", "__sk_receive_skb", "sk_filter_trim_cap"),
+          candidates=(
         Candidate(KPROBE, (_k("tcp_v4_rcv", fn="l4_rcv__kprobe"),
                            _k("udp_rcv", fn="l4_rcv__kprobe"),
                            _k("tcp_v6_rcv", fn="l4_rcv__kprobe", optional=True),
@@ -141,6 +199,16 @@ END_STAGES: tuple[Stage, ...] = (
                                                           note="skb:consume_skb")),
 )
 ALL_STAGES = STAGES + END_STAGES
+
+# Netfilter frees what any hook drops in the same functions, at PRE_ROUTING, LOCAL_IN or on
+# the way out alike: nf_hook_slow for a hook's NF_DROP verdict, and (6.18 here) nftables itself
+# in nft_do_chain for a rule's `drop`. Such a drop's stage is decided from what the drop
+# program records of the skb (dropcounts.netfilter_stage), not from the function.
+NETFILTER_DROP_FUNCTIONS = ("nf_hook_slow", "nf_hook_slow_list", "nft_do_chain",
+                            "nft_do_chain_ipv4", "nft_do_chain_ipv6", "nft_do_chain_inet",
+                            "ipt_do_table", "ip6t_do_table", "ebt_do_table")
+# {kernel function: stage} for naming a drop's place (drops.drop_site)
+DROP_STAGE_OF: dict[str, str] = {fn: s.name for s in STAGES for fn in s.functions}
 
 STAGE_IDS: dict[str, int] = {s.name: i for i, s in enumerate(ALL_STAGES)}
 BY_NAME: dict[str, Stage] = {s.name: s for s in ALL_STAGES}

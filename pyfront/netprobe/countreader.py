@@ -54,13 +54,7 @@ class CountReader:
 
     def forget(self, keys: set[tuple[int, int]]) -> None:
         """Delete the hash rows of these (netns, ifindex): a reused ifindex starts from zero"""
-        table = self._maps["counts"]
-        for k in list(table.keys()):
-            if (k.netns, k.ifindex) in keys:
-                try:
-                    del table[k]
-                except KeyError:
-                    pass
+        self._maps["counts"].delete_where(lambda k: (k.netns, k.ifindex) in keys)
 
 
 def _values(v) -> list[tuple[int, int]]:

@@ -8,7 +8,7 @@ import sys
 from dataclasses import dataclass
 
 from . import bpfsys
-from .catalogue import KPROBE, NETFILTER, RAW_TRACEPOINT, STAGES, TP_BTF
+from .catalogue import BY_NAME, KPROBE, NETFILTER, RAW_TRACEPOINT, STAGES, TP_BTF
 from .errors import NetprobeError, one_line
 from .kernel import Kernel, headers_release, kernel_version, tracefs
 from .loader import stderr_captured
@@ -159,7 +159,13 @@ def run_doctor(as_json: bool = False) -> int:
     if arch_ok and root and have_bcc and (btf_ok or hdr):
         mech = mechanism_checks(kernel)
     proven = {c.name for c in mech if c.ok} & {KPROBE, TP_BTF, RAW_TRACEPOINT, NETFILTER}
-    choices = [choose(s, _Proven(kernel, proven)) for s in STAGES] if mech else []
+    choices = ([choose(s, _Proven(kernel, proven)) for s in (*STAGES, BY_NAME["drop"])]
+               if mech else [])
+    if btf_ok:
+        reasons = kernel.drop_reasons
+        facts.append(Check("drop reasons", reasons is not None,
+                           f"{len(reasons.names)} named from BTF (enum skb_drop_reason)"
+                           if reasons else "none on this kernel (before 5.17): drops by place only"))
     usable = layouts.trusted and any(c.available for c in choices)
 
     if as_json:

@@ -21,7 +21,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from prometheus_client import CollectorRegistry, ProcessCollector, make_wsgi_app
 
-from . import __version__
+from . import __version__, linkstats
 from .cli_options import write_ready_file
 from .errors import NetprobeError, one_line
 from .exporter import (READ_OPERATIONS, BuildInfo, Scrape, families, format_address,
@@ -76,11 +76,22 @@ class SessionCollector:
             except Exception as e:
                 self._errors["read"] += 1
                 self._warn(f"reading the counts map: {one_line(e)}")
+            drops = link_drops = None
+            if getattr(self.session, "counts_drops", False):  # a session of the drops set
+                try:
+                    drops = self.session.read_drops()
+                except Exception as e:
+                    self._errors["read"] += 1
+                    self._warn(f"reading the drops map: {one_line(e)}")
+                link_drops = linkstats.read(self.session.namespaces.values())
+                for why in link_drops.errors.values():
+                    self._warn(f"reading the devices' drop counters: {why}")
             self._netns_names = stable_netns_names(
                 self._netns_names, {ns.inum: ns.name for ns in self.session.namespaces.values()})
             return Scrape(counts, dict(self.session.devices), dict(self._netns_names),
                           self.stages(), dict(self._errors), time.monotonic() - start,
-                          self.session.netfilter_unattached(), self.session.unlisted_netns())
+                          self.session.netfilter_unattached(), drops, link_drops,
+                          self.session.unlisted_netns())
 
     def collect(self):
         return families(self.scrape(), self.build, self.selector)
@@ -247,9 +258,10 @@ def run_export(*, host: str, port: int, flow: FlowFilter, selector: DeviceSelect
         require_root()
         kernel = Kernel()
         require_trusted_layouts(kernel)
+        from .programsets import COUNTING, DROPS
         from .session import ProbeSession
 
-        with ProbeSession(flow=flow, prefer=prefer, kernel=kernel) as session:
+        with ProbeSession(flow=flow, prefer=prefer, sets=(COUNTING, DROPS), kernel=kernel) as session:
             if not any(st.attached for st in session.states.values()):
                 raise NetprobeError("no stage could be attached on this kernel: run `netprobe doctor`")
             collector = SessionCollector(

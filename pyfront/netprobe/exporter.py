@@ -5,8 +5,8 @@ that touch the kernel and the network are in export_server.py.
 Label names: the stage label is `netstage`, not `stage`, because `stage` (like `env`,
 `service`, `job`, `instance`) is a label Prometheus users commonly attach to whole targets;
 an exporter label of the same name would be overwritten or renamed to `exported_stage` at
-ingestion. Every label set is bounded: by devices x stages, namespaces x protocols, or by the
-catalogue.
+ingestion. Every label set is bounded: by devices x stages, namespaces x protocols, devices x
+stages x the kernel's drop reasons, or by the catalogue.
 """
 from __future__ import annotations
 
@@ -21,6 +21,9 @@ from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily, Info
 from .devices import Device
 from .report import DeviceSelector
 from .counting import Counts
+from .dropcounts import DropCounts
+from .dropreport import device_name
+from .linkstats import COUNTERS as LINK_COUNTERS, LinkDropsRead
 from .stagestate import StageState
 
 # The Prometheus wiki's exporter range (9100-9999) has been fully allocated since 2023, so
@@ -123,7 +126,21 @@ EXPORTER_INFO = MetricSpec(
     "This exporter's flow filter and the kernel it probes.",
     ("flow_filter", "kernel"))
 
+SKB_DROPS = MetricSpec(
+    "netprobe_skb_drops_total", COUNTER,
+    "sk_buffs freed as drops (skb:kfree_skb) since the exporter attached, by the stage whose "
+    "function freed them (netstage=\"other\": none of netprobe's) and the kernel's reason "
+    "(reason=\"unknown\" on kernels before 5.17); device=\"no device\" when the skb had none.",
+    ("netns", "device", "netstage", "reason"))
+DEVICE_DROPS = MetricSpec(
+    "netprobe_device_drops_total", COUNTER,
+    "The device's own drop counters from the kernel's link statistics (counter=rx_dropped, "
+    "tx_dropped, rx_missed_errors), since the device was created: drops in a NIC's rings "
+    "never reach kfree_skb. Devices with all three at zero are left out.",
+    ("netns", "device", "counter"))
+
 METRICS: tuple[MetricSpec, ...] = (SKBS, SKB_BYTES, L4_CALLS, L4_BYTES, DEVICE_INFO,
+                                   SKB_DROPS, DEVICE_DROPS,
                                    STAGE_ATTACHED, NETNS_UNPROBED, NETNS_UNLISTED, MAP_FULL,
                                    READ_ERRORS,
                                    SCRAPE_SECONDS,
@@ -149,6 +166,8 @@ class Scrape:
     read_errors: Mapping[str, int]  # cumulative, per READ_OPERATIONS entry
     seconds: float
     unprobed_netns: Sequence[int] = ()  # namespaces without the netfilter stages' links
+    drops: DropCounts | None = None        # None: not read (no drops set, or the read failed)
+    link_drops: LinkDropsRead | None = None
     unlisted_netns: Sequence[int] = ()  # namespaces with more devices than the walk lists
 
 
@@ -192,6 +211,19 @@ def families(scrape: Scrape, build: BuildInfo,
                 add(L4_BYTES, labels, nbytes)
         add(MAP_FULL, ["counts"], scrape.counts.dropped)
 
+    if scrape.drops is not None:
+        for (netns, device, stage, reason), packets in sorted(drop_series(
+                scrape.drops, scrape.devices, names, selector).items()):
+            add(SKB_DROPS, [netns, device, stage, reason], packets)
+        add(MAP_FULL, ["drops"], scrape.drops.lost)
+    if scrape.link_drops is not None:
+        for link in sorted(scrape.link_drops.values.values(),
+                           key=lambda x: (netns_label(x.netns, names), x.ifindex)):
+            if selector.wants(link.name) and any(getattr(link, c) for c in LINK_COUNTERS):
+                for c in LINK_COUNTERS:
+                    add(DEVICE_DROPS, [netns_label(link.netns, names), link.name, c],
+                        getattr(link, c))
+
     for s in scrape.stages:
         add(STAGE_ATTACHED, [s.stage.name, s.stage.layer, s.stage.direction,
                              s.mechanism or NO_MECHANISM],
@@ -206,6 +238,20 @@ def families(scrape: Scrape, build: BuildInfo,
     add(BUILD_INFO, [build.version, build.python, build.bcc])
     add(EXPORTER_INFO, [build.flow_filter, build.kernel])
     return [fams[spec.name] for spec in METRICS]
+
+
+def drop_series(drops: DropCounts, devices: Mapping[tuple[int, int], Device],
+                names: Mapping[int, str], selector: DeviceSelector = DeviceSelector()
+                ) -> dict[tuple[str, str, str, str], int]:
+    """Drops summed over the functions that freed them: the label set stays bounded by
+    devices x stages x reasons, and the function is in `watch`."""
+    out: dict[tuple[str, str, str, str], int] = {}
+    for k, (packets, _bytes) in drops.values.items():
+        dev = device_name(k.netns, k.ifindex, devices)
+        if selector.wants(dev):
+            key = (netns_label(k.netns, names) if k.netns else "unknown", dev, k.stage, k.reason)
+            out[key] = out.get(key, 0) + packets
+    return out
 
 
 def stable_netns_names(previous: Mapping[int, str], current: Mapping[int, str]) -> dict[int, str]:

@@ -110,6 +110,14 @@ class Kernel:
                        f"install linux-headers-{release}")
 
     @cached_property
+    def drop_reasons(self):
+        """skb:kfree_skb's reasons named from BTF (drops.DropReasons); None before 5.17 or
+        without BTF, where a drop has a location only"""
+        from .drops import load_drop_reasons
+
+        return load_drop_reasons(self.btf, self.btf_path) if self.btf is not None else None
+
+    @cached_property
     def kallsyms(self) -> Kallsyms:
         return Kallsyms.load()
 

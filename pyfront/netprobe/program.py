@@ -37,7 +37,8 @@ def build(kernel: Kernel, flow: FlowFilter, sets: Sequence[ProgramSet] = ALL,
     probes = probes or probes_dir()
     if not (probes / "netprobe.h").exists():
         raise NetprobeError(f"probe sources not found in {probes} (set NETPROBE_PROBES)")
-    cflags = [*stage_cflags(), *flow.cflags(), *(f for s in sets for f in s.cflags)]
+    cflags = [*stage_cflags(), *flow.cflags(),
+              *(f for s in sets if s.cflags for f in s.cflags(kernel))]
     if kernel.btf is not None:
         cflags += fields.offset_cflags(fields.load_specs(probes), kernel.btf)
         layout = "BTF"

@@ -7,8 +7,13 @@ a set and its C, and the counting code never hears of it. Pure data."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
 
 from .catalogue import Hook, STAGES
+from .dropcounts import probe_cflags
+
+if TYPE_CHECKING:
+    from .kernel import Kernel
 
 
 @dataclass(frozen=True)
@@ -25,7 +30,8 @@ class ProgramSet:
     fn_prefix: str = ""            # its program at a hook: fn_prefix + the catalogue's hook fn
     on_demand: tuple[OnDemand, ...] = ()
     maps: tuple[str, ...] = ()     # the maps it reads: they must exist once loaded
-    cflags: tuple[str, ...] = ()   # -D flags its C takes from user space
+    # -D flags its C takes from this kernel (which tracepoint arguments exist, enum values)
+    cflags: Callable[["Kernel"], list[str]] | None = None
 
     def fn(self, hook: Hook) -> str:
         return self.fn_prefix + hook.fn
@@ -39,14 +45,19 @@ WALK_PAGE = 256
 WALK_MAX = 65536
 INVENTORY = ProgramSet("inventory", ("netdev_walk.c",), on_demand=(OnDemand("netdev_walk"),),
                        maps=("netdev_count", "netdev_table", "netdev_cursor"),
-                       cflags=(f"-DNP_WALK_PAGE={WALK_PAGE}",))
+                       cflags=lambda kernel: [f"-DNP_WALK_PAGE={WALK_PAGE}"])
 
 # Packets and bytes per (netns, device, stage): count.h, read by counting.py.
 COUNTING = ProgramSet("counting", ("l4_send.c", "dev_tx.c", "dev_rx.c", "netfilter.c"),
                       stages=tuple(s.name for s in STAGES),
                       maps=("counts", "dropped", "slots", "epoch", "released", "net_slots"))
 
-ALL: tuple[ProgramSet, ...] = (INVENTORY, COUNTING)
+# Drops per (netns, device, location, reason) at skb:kfree_skb: drops.h, read by dropreader.py,
+# named by dropcounts.py.
+DROPS = ProgramSet("drops", ("drops.c",), stages=("drop",), maps=("drops", "drops_lost"),
+                   cflags=lambda kernel: probe_cflags(kernel.btf, kernel.drop_reasons))
+
+ALL: tuple[ProgramSet, ...] = (INVENTORY, COUNTING, DROPS)
 
 
 def sources(sets: tuple[ProgramSet, ...] | list[ProgramSet]) -> tuple[str, ...]:

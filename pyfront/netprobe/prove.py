@@ -17,6 +17,7 @@ from typing import Iterable, Mapping, Sequence
 from .catalogue import DEVICE_STAGES, PROTOCOL_STAGES, STAGES
 from .stagestate import StageState, to_json as state_json, unavailable
 from .devices import Device
+from .prove_drops import DropVerdict
 from .topology import Host
 
 LOOPBACK = "loopback"  # the flow stays on lo: lo counts it, no other device's driver does
@@ -292,7 +293,7 @@ def judge(case: CaseResult, states: Mapping[str, StageState]) -> Verdict:
 class Report:
     port: int
     states: Mapping[str, StageState]
-    verdicts: list[Verdict] = field(default_factory=list)
+    verdicts: list[Verdict | DropVerdict] = field(default_factory=list)
     namespaces: tuple[str, ...] = ()
     veth: tuple[str, str] = ("", "")
     peer: Peer | None = None
@@ -326,8 +327,11 @@ def _off(states: Mapping[str, StageState]) -> set[str]:
             (s.name not in states or not states[s.name].attached)}
 
 
-def case_lines(v: Verdict, index: int, states: Mapping[str, StageState] = {}) -> list[str]:
+def case_lines(v: Verdict | DropVerdict, index: int,
+               states: Mapping[str, StageState] = {}) -> list[str]:
     """One case: its title, per flow the devices that counted it per stage, the claims."""
+    if isinstance(v, DropVerdict):  # "where it dies" has a table of its own
+        return v.lines(index)
     off = _off(states)
 
     def cell(n: int, stage: str) -> str:
@@ -424,7 +428,7 @@ def to_json(r: Report) -> dict:
                                              "protocols": list(r.peer.protocols)},
         "stages": [dict(state_json(r.states.get(s.name) or unavailable(s)), title=s.title)
                    for s in STAGES],
-        "cases": [{
+        "cases": [v.as_json() if isinstance(v, DropVerdict) else {
             "id": v.case.plan.id, "title": v.case.plan.title, "expect": v.case.plan.expect,
             "holds": v.holds,
             "claims": [c.__dict__ for c in v.claims],

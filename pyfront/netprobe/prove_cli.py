@@ -38,7 +38,9 @@ def prove(peer, peer_port, peer_proto, prefer, as_json, ready_file, ebpf):
 
     In throw-away network namespaces joined by a veth pair, runs TCP and UDP over IPv4 and IPv6
     and counts only those flows: 1. on 127.0.0.1 and ::1; 2. to the client's own veth address;
-    3. across a NIC (the veth, or --peer). Prints a verdict per case and exits non-zero when a
+    3. across a NIC (the veth, or --peer); 4. where it dies: UDP to a closed port on 127.0.0.1
+    and ::1, and into the peer namespace through an nftables drop rule, each seen dropped at
+    the device, stage and reason expected. Prints a verdict per case and exits non-zero when a
     claim does not hold. Everything it builds is removed on exit, also on Ctrl-C or SIGTERM.
     """
     from .flowfilter import FlowFilter

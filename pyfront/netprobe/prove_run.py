@@ -58,6 +58,8 @@ def run_prove(*, port: int, peer: Peer | None = None, prefer: Sequence[str] = ()
     """Run every case; `on_start` is called once the probes are attached, `on_case` after
     each case with its verdict appended to the report."""
     require_root()
+    from .programsets import COUNTING, DROPS
+    from .prove_drops_run import run_drop_case
     from .session import ProbeSession
 
     t0 = time.monotonic()
@@ -69,7 +71,8 @@ def run_prove(*, port: int, peer: Peer | None = None, prefer: Sequence[str] = ()
             except NetprobeError as e:
                 raise NetprobeError(f"building the test namespaces: {e}") from None
         pair.wait_up()
-        session = stack.enter_context(ProbeSession(flow=FlowFilter(port=port), prefer=prefer))
+        session = stack.enter_context(ProbeSession(flow=FlowFilter(port=port), prefer=prefer,
+                                                   sets=(COUNTING, DROPS)))
         report = Report(port, dict(session.states), namespaces=pair.namespaces,
                         veth=(pair.a.dev, pair.b.dev), peer=peer, warnings=session.warnings)
         if ready_file:
@@ -78,7 +81,7 @@ def run_prove(*, port: int, peer: Peer | None = None, prefer: Sequence[str] = ()
                                                                in report.states.items()}}))
         if on_start:
             on_start(report)
-        before = _settled(session)
+        before = settled(session.read)
         own = os.stat("/proc/thread-self/ns/net").st_ino
         names = {ns.inum: ns.name for ns in session.namespaces.values()}
         own_name = names.get(own, f"ns:{own}")
@@ -87,7 +90,7 @@ def run_prove(*, port: int, peer: Peer | None = None, prefer: Sequence[str] = ()
             results = []
             for fp in case.flows:
                 sent, arrived, error, note = _send(fp, port)
-                now = _settled(session)
+                now = settled(session.read)
                 devs, l4 = flow_counts(before.values, now.values, session.devices, names)
                 results.append(FlowResult(fp, devs, l4, sent, arrived, error, note))
                 before = now
@@ -96,6 +99,9 @@ def run_prove(*, port: int, peer: Peer | None = None, prefer: Sequence[str] = ()
                                          report.states))
             if on_case:
                 on_case(report)
+        report.verdicts.append(run_drop_case(session, pair, port))
+        if on_case:
+            on_case(report)
         report.seconds = time.monotonic() - t0
         return report
     finally:
@@ -103,12 +109,14 @@ def run_prove(*, port: int, peer: Peer | None = None, prefer: Sequence[str] = ()
             stack.close()
 
 
-def _settled(session):
-    last = session.read()
+def settled(read):
+    """The counters once they stop moving: `read` (session.read, session.read_drops) again
+    until two reads agree"""
+    last = read()
     deadline = time.monotonic() + SETTLE_MAX_S
     while time.monotonic() < deadline:
         time.sleep(SETTLE_S)
-        now = session.read()
+        now = read()
         if now.values == last.values:
             return now
         last = now

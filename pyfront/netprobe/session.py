@@ -3,7 +3,8 @@
 The parts each do one thing: loader.py compiles and loads in a child process (this process
 never maps LLVM); attach.Attachments owns every attachment and always detaches;
 inventory.Inventory lists each namespace's devices; countreader.CountReader reads the counting
-set's maps, and counting.py turns them into counts without touching the kernel. A session loads
+set's maps, and counting.py turns them into counts without touching the kernel;
+dropreader.DropReader and dropcounts.py do the same for the drops set. A session loads
 only the program sets (programsets.py) its command uses. Leaving the context (normally, on an
 error, on Ctrl-C, or on SIGTERM, which cli_options turns into its Terminated exception) closes
 every attachment.
@@ -20,13 +21,15 @@ from .catalogue import ALL_STAGES, Stage
 from .countreader import CountReader
 from .counting import Counts, device_changes
 from .devices import Device
+from .dropcounts import DropCounts
+from .dropreader import DropReader
 from .errors import NetprobeError
 from .flowfilter import FlowFilter
 from .inventory import Inventory
 from .kernel import Kernel, ensure_tracefs, require_trusted_layouts
 from .nswatch import NetnsWatcher
 from .program import Program, build
-from .programsets import COUNTING, INVENTORY, WALK_MAX, ProgramSet
+from .programsets import COUNTING, DROPS, INVENTORY, WALK_MAX, ProgramSet
 from .stagestate import StageState
 
 __all__ = ["ProbeSession", "Counts"]
@@ -53,6 +56,7 @@ class ProbeSession:
         self._attachments: Attachments | None = None
         self._inventory: Inventory | None = None
         self._counts: CountReader | None = None
+        self._drops: DropReader | None = None
         self._lock = threading.RLock()
         # hears of namespaces as they come and go (nswatch.py); off: only refresh() looks
         self._watcher = NetnsWatcher(self._follow_namespaces) if follow else None
@@ -93,6 +97,8 @@ class ProbeSession:
                                     self.kernel.symbolize)
         if COUNTING in self.sets:
             self._counts = CountReader(self.maps)
+        if DROPS in self.sets:
+            self._drops = DropReader(self.maps, self.kernel.kallsyms, self.kernel.drop_reasons)
         self._attachments = Attachments(self.kernel, self._loaded, self.sets, self.prefer)
         self._attachments.attach_stages(self.stages)
         self.refresh()
@@ -156,6 +162,8 @@ class ProbeSession:
             self.devices = devices
             if self._counts is not None and gone:
                 self._counts.forget({d.key for d in gone})
+            if self._drops is not None and gone:
+                self._drops.forget({d.key for d in gone})
             self._attachments.follow_devices(self.devices.values())
 
     def _follow_namespaces(self) -> None:
@@ -178,3 +186,19 @@ class ProbeSession:
             if self._counts is None:
                 raise NetprobeError("this session does not count (no counting program set)")
             return self._counts.read(self.devices.values(), self.namespaces)
+
+    @property
+    def counts_drops(self) -> bool:
+        return self._drops is not None
+
+    @property
+    def drops_reasons(self) -> bool:
+        """Whether this kernel names why an skb was dropped (>= 5.17, with BTF)"""
+        return self._drops is not None and self._drops.reasons is not None
+
+    def read_drops(self) -> DropCounts:
+        """Cumulative drops since attach, per (netns, ifindex, stage, reason, function)."""
+        with self._lock:
+            if self._drops is None:
+                raise NetprobeError("this session does not count drops (no drops program set)")
+            return self._drops.read()

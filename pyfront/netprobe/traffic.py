@@ -157,3 +157,15 @@ def udp_echo(*, server_addr: str, port: int, count: int, size: int = 64, timeout
                 if echoed == 0 and sent >= give_up_after:
                     break
         return sent, echoed
+
+
+def udp_send(*, addr: str, port: int, count: int, size: int = 64,
+             client_ns: str | None = None) -> int:
+    """Send `count` datagrams to a place that does not answer (a closed port, a firewall that
+    drops): unconnected, so no ICMP error comes back to the socket; returns how many were sent."""
+    with _ns(client_ns):
+        cli = socket.socket(_family(addr), socket.SOCK_DGRAM)
+    with cli:
+        for _ in range(count):
+            cli.sendto(b"d" * size, (addr, port))
+    return count

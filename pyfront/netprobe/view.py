@@ -14,10 +14,11 @@ from .stagestate import StageState
 
 def render(rows: Sequence[DeviceRow], prows: Sequence[ProtocolRow], states: Mapping[str, StageState],
            *, flow: str, seconds: float, dropped: int, warnings: Sequence[str] = (),
-           at: str | None = None, list_mechanisms: bool = True) -> Group:
+           at: str | None = None, list_mechanisms: bool = True, sections: Sequence = ()) -> Group:
     """One interval. `at` (a time of day) is given when the intervals are printed one after
     another (piped output): it heads the table, and the "Tracing..." line, said once on stderr
-    then, is left out; so is the list of stage mechanisms after the first table."""
+    then, is left out; so is the list of stage mechanisms after the first table. `sections`:
+    what other features show between the tables and the footer (drops)."""
     title = f"netprobe — {flow} — per {seconds:.1f}s: packets/s (total)"
     if at:
         title = f"{at} {title}"
@@ -56,6 +57,7 @@ def render(rows: Sequence[DeviceRow], prows: Sequence[ProtocolRow], states: Mapp
                 p.add_row(f"{r.protocol} @{r.netns_name}", f"{human(c.pps)} ({human(c.packets)})",
                           human(c.bps))
         parts.append(p)
+    parts += sections
     foot = Text("● physical NIC" + ("   stage mechanisms:" if list_mechanisms else "") + "\n",
                 style="dim")
     for name, st in states.items() if list_mechanisms else ():

@@ -42,12 +42,15 @@ def run_watch(*, flow: FlowFilter, selector: DeviceSelector, prefer: Sequence[st
     require_root()
     kernel = Kernel()
     require_trusted_layouts(kernel)
+    from .dropwatch import DropWatch
+    from .programsets import COUNTING, DROPS
     from .session import ProbeSession
 
-    with ProbeSession(flow=flow, prefer=prefer, kernel=kernel) as session:
+    with ProbeSession(flow=flow, prefer=prefer, sets=(COUNTING, DROPS), kernel=kernel) as session:
         if not any(st.attached for st in session.states.values()):
             raise NetprobeError("no stage could be attached on this kernel: run `netprobe doctor`")
         before = session.read()
+        drops = DropWatch(session, selector)
         write_ready_file(ready_file, {name: state_json(st) for name, st in session.states.items()})
         deadline = time.monotonic() + duration if duration else None
         console = live = None
@@ -81,11 +84,13 @@ def run_watch(*, flow: FlowFilter, selector: DeviceSelector, prefer: Sequence[st
                 prows = protocol_rows(now.values, before.values, seconds, names)
                 warnings = [*session.warnings,
                             *unmatched_device_warnings(selector.include, session.devices.values())]
+                drops.update(seconds, names)
                 if as_json:
                     obj = to_json(rows, prows, time=datetime.now(timezone.utc).isoformat(),
                                   seconds=seconds, states=session.states,
                                   flow=flow.describe(), dropped=now.dropped,
                                   warnings=warnings)
+                    obj["drops"] = drops.json()
                     print(json.dumps(obj), flush=True)
                 else:
                     from .view import render
@@ -93,7 +98,8 @@ def run_watch(*, flow: FlowFilter, selector: DeviceSelector, prefer: Sequence[st
                     frame = render(rows, prows, session.states, flow=flow.describe(),
                                    seconds=seconds, dropped=now.dropped, warnings=warnings,
                                    at=None if live else datetime.now().strftime("%H:%M:%S"),
-                                   list_mechanisms=live is not None or n == 0)
+                                   list_mechanisms=live is not None or n == 0,
+                                   sections=[drops.render()])
                     if live is not None:
                         live.update(frame, refresh=True)
                     else:

@@ -73,7 +73,7 @@ def test_prove_holds_all_three_claims_and_removes_its_namespaces(bpf_ok):
     out = json.loads(r.stdout)
     assert out["holds"] is True and 20000 <= out["port"] < 32000
     cases = {c["id"]: c for c in out["cases"]}
-    assert list(cases) == ["loopback", "own_address", "nic"]
+    assert list(cases) == ["loopback", "own_address", "nic", "where_it_dies"]
     a, b = out["namespaces"]
     for id in ("loopback", "own_address"):
         assert cases[id]["holds"]
@@ -87,7 +87,7 @@ def test_prove_holds_all_three_claims_and_removes_its_namespaces(bpf_ok):
     for c in nic["claims"]:
         assert (c["device"], c["xmit"].split()[0], c["against"]) == (out["veth"][0], "veth_xmit", 0)
     # every flow completed and was counted at the L4 send stage
-    for case in out["cases"]:
+    for case in out["cases"][:3]:
         assert len(case["flows"]) == 4
         for f in case["flows"]:
             assert f["error"] is None
@@ -101,17 +101,30 @@ def test_prove_holds_all_three_claims_and_removes_its_namespaces(bpf_ok):
     for f in nic["flows"]:
         by = {d["name"]: d["stages"] for d in f["devices"]}
         assert by[out["veth"][0]]["driver_xmit"] > 0 and by[out["veth"][1]]["driver_rx"] > 0
+    # where it dies: every datagram seen dropped where and why expected, as nftables counted
+    dies = cases["where_it_dies"]
+    assert dies["holds"]
+    assert [c["address"] for c in dies["claims"]][:2] == ["127.0.0.1", "::1"]
+    for c in dies["claims"]:
+        e = c["expected"]
+        right = [d for d in c["drops"] if d["stage"] in e["stages"] and d["reason"] == e["reason"]]
+        assert sum(d["packets"] for d in right) == c["sent"] == 16
+        if c["why"].startswith("nftables"):
+            assert (e["netns_name"], e["device"], c["kernel_count"]) == (b, out["veth"][1], 16)
+        else:
+            assert (e["netns_name"], e["device"]) == (a, "lo")
     assert not {a, b} & namespaces()
 
 
-def test_prove_text_shows_three_verdicts(bpf_ok):
+def test_prove_text_shows_four_cases(bpf_ok):
     r = run("prove")
     assert r.returncode == 0, r.stdout + r.stderr
     verdicts = [line for line in r.stdout.splitlines() if line.startswith(("ok ", "FAIL"))]
-    assert len(verdicts) == 6 and all(v.startswith("ok ") for v in verdicts)
+    assert len(verdicts) == 10 and all(v.startswith("ok ") for v in verdicts)
     assert "127.0.0.1: " in verdicts[0] and "through loopback_xmit, 0 through any NIC driver" in verdicts[0]
     assert "through veth_xmit" in r.stdout
-    assert r.stdout.splitlines()[-1].startswith("All 3 claims hold")
+    assert "NO_SOCKET" in r.stdout and "NETFILTER_DROP" in r.stdout
+    assert r.stdout.splitlines()[-1].startswith("All 4 claims hold")
     assert max(len(line) for line in r.stdout.splitlines()) <= 80
 
 
@@ -277,4 +290,4 @@ def test_a_claim_that_does_not_hold_exits_non_zero(bpf_ok, tmp_path):
     lines = r.stdout.splitlines()
     assert any(line.startswith("FAIL 127.0.0.1: no NIC counted it at driver_xmit, but ")
                for line in lines), r.stdout
-    assert lines[-1].startswith("Case 3 does not hold: 2 of 3 claims hold")
+    assert lines[-1].startswith("Case 3 does not hold: 3 of 4 claims hold")

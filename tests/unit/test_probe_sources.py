@@ -8,7 +8,7 @@ from netprobe.paths import probes_dir
 from netprobe.program import SOURCES
 
 PROBES = probes_dir()
-C = "".join((PROBES / n).read_text() for n in ("netprobe.h", "flow_filter.h", "count.h", *SOURCES))
+C = "".join((PROBES / n).read_text() for n in ("netprobe.h", "flow_filter.h", "count.h", "drops.h", *SOURCES))
 
 
 def test_every_offset_used_is_declared_and_every_declared_is_used():
