@@ -12,3 +12,8 @@ bench: setup
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null \
 	  || { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; }; fi
 	$(SUDO) $(PY) bench/bench.py $(BENCH_ARGS)
+
+# the event channel's reader: records/s it sustains and its CPU per record (docs/OVERHEAD.md)
+.PHONY: bench-events
+bench-events: setup
+	$(SUDO) $(PY) bench/events_rate.py

@@ -9,15 +9,51 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import os
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from .errors import NetprobeError
 
 _libc = ctypes.CDLL(None, use_errno=True)
-_NR_BPF = 321  # x86_64
-_NR_SETNS = 308
-_NR_PERF_EVENT_OPEN = 298
+
+
+@dataclass(frozen=True)
+class Syscalls:
+    bpf: int
+    setns: int
+    perf_event_open: int
+
+
+# System-call numbers differ per architecture, and a wrong one is another call, not an error.
+# x86_64: arch/x86/entry/syscalls/syscall_64.tbl; aarch64 uses the generic table,
+# include/uapi/asm-generic/unistd.h. The ioctl numbers and attr layouts used here are the same
+# on both (the generic _IOC encoding, fixed-width uapi structs).
+SYSCALLS = {
+    "x86_64": Syscalls(bpf=321, setns=308, perf_event_open=298),
+    "aarch64": Syscalls(bpf=280, setns=268, perf_event_open=241),
+}
+
+
+def syscalls_for(machine: str) -> Syscalls:
+    """The numbers for `machine` (as os.uname().machine spells it), or a one-line error."""
+    try:
+        return SYSCALLS[machine]
+    except KeyError:
+        raise NetprobeError(f"netprobe runs on {' and '.join(SYSCALLS)} only, "
+                            f"not on {machine}") from None
+
+
+def this_machine() -> Syscalls:
+    """This machine's numbers; netprobe asks at start, so that an unknown architecture is a
+    one-line error before anything is loaded."""
+    return syscalls_for(os.uname().machine)
+
+
+_nr = functools.cache(this_machine)
+
+
 BPF_PROG_LOAD = 5
 BPF_PROG_TEST_RUN = 10
 BPF_RAW_TRACEPOINT_OPEN = 17
@@ -65,7 +101,7 @@ class _RawTpOpen(ctypes.Structure):
                 ("_pad0", ctypes.c_uint32), ("_pad", ctypes.c_uint64 * 4)]
 
 
-class _PerfEventAttr(ctypes.Structure):  # PERF_ATTR_SIZE_VER5
+class PerfEventAttr(ctypes.Structure):  # PERF_ATTR_SIZE_VER5
     _fields_ = [("type", ctypes.c_uint32), ("size", ctypes.c_uint32),
                 ("config", ctypes.c_uint64), ("sample_period", ctypes.c_uint64),
                 ("sample_type", ctypes.c_uint64), ("read_format", ctypes.c_uint64),
@@ -92,7 +128,7 @@ def _errno_error() -> OSError:
 
 
 def _bpf(cmd: int, attr: ctypes.Structure) -> int:
-    ret = _libc.syscall(_NR_BPF, cmd, ctypes.byref(attr), ctypes.sizeof(attr))
+    ret = _libc.syscall(_nr().bpf, cmd, ctypes.byref(attr), ctypes.sizeof(attr))
     if ret < 0:
         raise _errno_error()
     return ret
@@ -149,9 +185,26 @@ def raw_tracepoint_open(prog_fd: int, event: str | None = None) -> int:
 
 
 _PERF_FLAG_FD_CLOEXEC = 8
-_PERF_EVENT_IOC_ENABLE = 0x2400
-_PERF_EVENT_IOC_SET_BPF = 0x40042408
+PERF_EVENT_IOC_ENABLE = 0x2400
+PERF_EVENT_IOC_SET_BPF = 0x40042408
 KPROBE_PMU_TYPE = "/sys/bus/event_source/devices/kprobe/type"
+
+
+def perf_event_open(attr: PerfEventAttr, cpu: int = -1, pid: int = -1,
+                    ioctls: tuple[tuple[int, int], ...] = ()) -> int:
+    """A perf event for `attr` on one CPU (or any, -1), with these ioctls made on it; returns
+    its fd, closed again if an ioctl fails."""
+    attr.size = ctypes.sizeof(PerfEventAttr)
+    fd = _libc.syscall(_nr().perf_event_open, ctypes.byref(attr), pid, cpu, -1,
+                       _PERF_FLAG_FD_CLOEXEC)
+    if fd < 0:
+        raise _errno_error()
+    for request, arg in ioctls:
+        if _libc.ioctl(fd, request, arg) != 0:
+            e = _errno_error()
+            os.close(fd)
+            raise e
+    return fd
 
 
 def kprobe_attach(prog_fd: int, symbol: str) -> int:
@@ -164,17 +217,10 @@ def kprobe_attach(prog_fd: int, symbol: str) -> int:
     except OSError:
         raise OSError(errno.ENOTSUP, "no kprobe PMU (kernel older than 4.17?)") from None
     func = ctypes.create_string_buffer(symbol.encode())
-    attr = _PerfEventAttr(type=pmu, size=ctypes.sizeof(_PerfEventAttr), sample_period=1,
-                          wakeup_events=1, kprobe_func=ctypes.addressof(func))
-    fd = _libc.syscall(_NR_PERF_EVENT_OPEN, ctypes.byref(attr), -1, 0, -1, _PERF_FLAG_FD_CLOEXEC)
-    if fd < 0:
-        raise _errno_error()
-    for request, arg in ((_PERF_EVENT_IOC_SET_BPF, prog_fd), (_PERF_EVENT_IOC_ENABLE, 0)):
-        if _libc.ioctl(fd, request, arg) != 0:
-            e = _errno_error()
-            os.close(fd)
-            raise e
-    return fd
+    attr = PerfEventAttr(type=pmu, sample_period=1, wakeup_events=1,
+                          kprobe_func=ctypes.addressof(func))
+    return perf_event_open(attr, cpu=0, ioctls=((PERF_EVENT_IOC_SET_BPF, prog_fd),
+                                                (PERF_EVENT_IOC_ENABLE, 0)))
 
 
 def test_run(prog_fd: int) -> int:
@@ -211,6 +257,6 @@ def in_netns(path: str):
 
 
 def _setns(fd: int, what: str) -> None:
-    if _libc.syscall(_NR_SETNS, fd, CLONE_NEWNET) != 0:
+    if _libc.syscall(_nr().setns, fd, CLONE_NEWNET) != 0:
         err = ctypes.get_errno()
         raise NetprobeError(f"entering network namespace {what}: {os.strerror(err)}")

@@ -37,7 +37,9 @@ class BTFError(NetprobeError):
 class BTF:
     """A parsed BTF blob: just enough to answer 'where is field X of struct Y'."""
 
-    def __init__(self, blob: bytes):
+    def __init__(self, blob: bytes, base: "BTF | None" = None):
+        """`base`: the vmlinux BTF a module's split BTF continues (its string offsets go on
+        from the base's strings); a split BTF answers enum lookups only."""
         if len(blob) < 24:
             raise BTFError("BTF blob is too short")
         magic, _ver, _flags, hdr_len, type_off, type_len, str_off, str_len = struct.unpack_from(
@@ -45,12 +47,15 @@ class BTF:
         if magic != _MAGIC:
             raise BTFError("not a BTF blob (bad magic)")
         self._blob = blob
+        self._base = base
         self._types_at = hdr_len + type_off
         self._strs_at = hdr_len + str_off
         self._strs_end = self._strs_at + str_len
+        self._str_len = str_len + (base._str_len if base else 0)
         # type id -> byte position of its header; id 0 is 'void'
         self._pos: list[int] = [0]
         self._by_name: dict[str, list[int]] = {}
+        self._enums: dict[str, int] = {}  # enum name -> byte position of its header
         self._index(self._types_at, self._types_at + type_len)
 
     @classmethod
@@ -69,12 +74,18 @@ class BTF:
             vlen = info & 0xFFFF
             tid = len(self._pos)
             self._pos.append(pos)
-            if name_off and kind in (STRUCT, UNION, FUNC, TYPEDEF):
+            if name_off and kind in (ENUM, ENUM64):
+                self._enums.setdefault(self._str(name_off), pos)
+            elif name_off and kind in (STRUCT, UNION, FUNC, TYPEDEF) and self._base is None:
                 names.setdefault(self._str(name_off), []).append(tid)
             fixed, per = _TRAILER.get(kind, (0, 0))
             pos += 12 + fixed + per * vlen
 
     def _str(self, off: int) -> str:
+        if self._base is not None:
+            if off < self._base._str_len:
+                return self._base._str(off)
+            off -= self._base._str_len
         start = self._strs_at + off
         return self._blob[start:self._blob.index(b"\0", start, self._strs_end)].decode()
 
@@ -174,3 +185,26 @@ class BTF:
 
     def has(self, name: str, kind: int) -> bool:
         return self.type_id(name, kind) is not None
+
+    def enum_names(self) -> list[str]:
+        return list(self._enums)
+
+    def enum_values(self, name: str) -> dict[str, int] | None:
+        """Enumerator name -> value of `enum name`, or None where this BTF has no such enum."""
+        pos = self._enums.get(name)
+        if pos is None:
+            return None
+        _n, info = struct.unpack_from("<II", self._blob, pos)
+        kind, vlen, signed = (info >> 24) & 0x1F, info & 0xFFFF, info >> 31
+        values = {}
+        for i in range(vlen):
+            if kind == ENUM:
+                off, value = struct.unpack_from("<Ii" if signed else "<II", self._blob,
+                                                pos + 12 + 8 * i)
+            else:
+                off, lo, hi = struct.unpack_from("<III", self._blob, pos + 12 + 12 * i)
+                value = hi << 32 | lo
+                if signed and hi >> 31:
+                    value -= 1 << 64
+            values[self._str(off)] = value
+        return values

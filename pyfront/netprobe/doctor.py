@@ -119,7 +119,9 @@ class _Proven:
 def run_doctor(as_json: bool = False) -> int:
     kernel = Kernel()
     facts: list[Check] = []
-    facts.append(Check("kernel", True, f"{platform.release()} ({platform.machine()})"))
+    arch_ok = platform.machine() in bpfsys.SYSCALLS
+    facts.append(Check("kernel", arch_ok, f"{platform.release()} ({platform.machine()})" + (
+        "" if arch_ok else f": netprobe knows the system calls of {', '.join(bpfsys.SYSCALLS)} only")))
     root = os.geteuid() == 0
     facts.append(Check("root", root, "yes" if root else "no: run `sudo netprobe doctor`"))
     btf_ok = kernel.btf_path.exists()
@@ -143,7 +145,7 @@ def run_doctor(as_json: bool = False) -> int:
         have_bcc = False
 
     mech: list[Check] = []
-    if root and have_bcc and (btf_ok or hdr):
+    if arch_ok and root and have_bcc and (btf_ok or hdr):
         mech = mechanism_checks(kernel)
     proven = {c.name for c in mech if c.ok} & {KPROBE, TP_BTF, RAW_TRACEPOINT, NETFILTER}
     choices = [choose(s, _Proven(kernel, proven)) for s in STAGES] if mech else []
@@ -170,7 +172,8 @@ def run_doctor(as_json: bool = False) -> int:
             for c in choices:
                 print(f"  {c.stage.name:<18} {c.stage.layer:<6} {c.stage.direction}  {c.describe()}")
     if not usable:
-        fix = ("run as root: sudo netprobe doctor" if not root else
+        fix = ("an architecture netprobe does not support" if not arch_ok else
+               "run as root: sudo netprobe doctor" if not root else
                "install BCC and headers: sudo make setup" if not have_bcc or not (btf_ok or hdr) else
                "this kernel allows no kprobes, raw tracepoints or netfilter links for BPF")
         print(f"netprobe: nothing usable found: {fix}")

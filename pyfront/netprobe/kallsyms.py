@@ -59,6 +59,14 @@ class Kallsyms:
             return Symbol(addr, self._names[i], self._modules[i])
         return None
 
+    def function_at(self, addr: int) -> Symbol | None:
+        """The function whose code holds `addr` (a return address, a drop location): the
+        nearest function start at or below it."""
+        i = bisect.bisect_right(self._addrs, addr) - 1
+        if i < 0:
+            return None
+        return Symbol(self._addrs[i], self._names[i], self._modules[i])
+
     def _count(self, name: str) -> int:
         return (bisect.bisect_right(self._sorted_names, name)
                 - bisect.bisect_left(self._sorted_names, name))
@@ -84,3 +92,9 @@ class Kallsyms:
 
     def is_unique(self, name: str) -> bool:
         return self._count(name) == 1
+
+
+def base_name(name: str) -> str:
+    """A function's own name without gcc's clone suffixes: __udp4_lib_rcv.isra.0 -> __udp4_lib_rcv"""
+    m = _CLONE.match(name)
+    return m.group("base") if m else name

@@ -9,6 +9,7 @@ import subprocess
 from functools import cached_property
 from pathlib import Path
 
+from . import bpfsys
 from . import btf as btfmod
 from .catalogue import KPROBE, NETFILTER, RAW_TRACEPOINT, TP_BTF
 from .errors import NetprobeError
@@ -137,5 +138,6 @@ class Kernel:
 
 
 def require_root() -> None:
+    bpfsys.this_machine()
     if os.geteuid() != 0:
         raise NetprobeError("netprobe loads BPF programs and needs root: run it with sudo")

@@ -1,39 +1,10 @@
-"""BTF parsing on hand-made blobs: anonymous unions, nested paths, bitfields, functions."""
+"""BTF parsing on hand-made blobs: anonymous unions, nested paths, bitfields, functions, enums."""
 import struct
 
 import pytest
+from btf_builder import Builder
 
-from netprobe.btf import BTF, BTFError, FUNC, FUNC_PROTO, INT, PTR, STRUCT, TYPEDEF, UNION
-
-
-class Builder:
-    def __init__(self):
-        self.types = b""
-        self.strs = b"\0"
-        self.n = 0
-
-    def s(self, name):
-        if not name:
-            return 0
-        off = len(self.strs)
-        self.strs += name.encode() + b"\0"
-        return off
-
-    def add(self, kind, name, vlen=0, st=0, trailer=b"", kflag=0):
-        self.types += struct.pack("<III", self.s(name), (kflag << 31) | (kind << 24) | vlen, st) + trailer
-        self.n += 1
-        return self.n
-
-    def int(self, name, size):
-        return self.add(INT, name, st=size, trailer=struct.pack("<I", size * 8))
-
-    def struct(self, name, size, members, kind=STRUCT, kflag=0):
-        tr = b"".join(struct.pack("<III", self.s(m), t, off) for m, t, off in members)
-        return self.add(kind, name, len(members), size, tr, kflag)
-
-    def blob(self):
-        hdr = struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(self.types), len(self.types), len(self.strs))
-        return hdr + self.types + self.strs
+from netprobe.btf import BTF, BTFError, ENUM, FUNC, FUNC_PROTO, PTR, TYPEDEF, UNION
 
 
 @pytest.fixture
@@ -87,3 +58,29 @@ def test_function_parameter_types(btf):
 def test_bad_magic():
     with pytest.raises(BTFError):
         BTF(b"\0" * 32)
+
+
+def test_enums_signed_unsigned_and_64_bit():
+    b = Builder()
+    b.enum("colour", {"RED": 0, "BLUE": 0xFFFF0000})
+    b.enum("delta", {"DOWN": -1, "UP": 1}, signed=True)
+    b.enum64("wide", {"BIG": 1 << 40})
+    btf = BTF(b.blob())
+    assert btf.enum_values("colour") == {"RED": 0, "BLUE": 0xFFFF0000}
+    assert btf.enum_values("delta") == {"DOWN": -1, "UP": 1}
+    assert btf.enum_values("wide") == {"BIG": 1 << 40}
+    assert btf.enum_values("nosuch") is None
+    assert btf.enum_names() == ["colour", "delta", "wide"]
+
+
+def test_split_btf_reads_names_from_its_base_and_itself():
+    """A module's BTF continues vmlinux's string offsets, and may name things with its strings."""
+    base = Builder()
+    base.enum("shared", {"A": 1})
+    vmlinux = BTF(base.blob())
+    module = Builder(base_strs=len(base.strs))
+    in_base = base.strs.index(b"A\0")
+    module.add(ENUM, "mod_enum", 2, 4, struct.pack("<II", in_base, 5) + struct.pack("<II", module.s("B"), 2))
+    split = BTF(module.blob(), base=vmlinux)
+    assert split.enum_values("mod_enum") == {"A": 5, "B": 2}
+    assert split.enum_values("shared") is None  # the base's own types stay the base's
