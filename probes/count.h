@@ -68,14 +68,6 @@ BPF_ARRAY(epoch, u64, 1);
 /* addresses of vanished devices, whose slots may be taken back (looked up only on a collision) */
 BPF_HASH(released, u64, u8, 1024);
 
-static __always_inline void np_dev_identity(void *dev, u32 *netns, u32 *ifindex)
-{
-    void *net = NULL;
-    bpf_probe_read_kernel(ifindex, sizeof(*ifindex), (char *)dev + OFF_DEV_IFINDEX);
-    NP_READ(net, dev, DEV_NET);
-    bpf_probe_read_kernel(netns, sizeof(*netns), (char *)net + OFF_NET_INUM);
-}
-
 static __always_inline void np_count_dev(void *dev, u32 stage, u32 len)
 {
     u32 zero = 0, netns = 0, ifindex = 0;
@@ -142,5 +134,10 @@ static __always_inline int np_count_typed(void *skb, void *dev, int l3_at, u32 s
     np_count_dev(np_untyped(dev), stage, NP_LOAD(u32, skb, OFF_SKB_LEN));
     return 0;
 }
+
+/* The three as hooks.h's handlers */
+#define NP_COUNT_ON_SKB(ctx, skb, dev, l3_at, stage) np_count_skb(skb, l3_at, stage)
+#define NP_COUNT_ON_SKB_DEV(ctx, skb, dev, l3_at, stage) np_count_skb_dev(skb, dev, l3_at, stage)
+#define NP_COUNT_ON_TYPED(ctx, skb, dev, l3_at, stage) np_count_typed(skb, dev, l3_at, stage)
 
 #endif

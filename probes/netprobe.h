@@ -61,6 +61,15 @@ static __always_inline u32 np_slot_of(u64 addr)
 
 #include "flow_filter.h"
 
+/* A device's identity: (netns inode, ifindex) */
+static __always_inline void np_dev_identity(void *dev, u32 *netns, u32 *ifindex)
+{
+    void *net = NULL;
+    bpf_probe_read_kernel(ifindex, sizeof(*ifindex), (char *)dev + OFF_DEV_IFINDEX);
+    NP_READ(net, dev, DEV_NET);
+    bpf_probe_read_kernel(netns, sizeof(*netns), (char *)net + OFF_NET_INUM);
+}
+
 /* What a device stage reads from an skb: its device and length and, under a flow filter,
  * its protocol and where its L3 header starts. */
 struct np_skb_view {
