@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .catalogue import Hook, STAGES
+from .catalogue import END_STAGES, Hook, STAGES
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,15 @@ COUNTING = ProgramSet("counting", ("l4_send.c", "dev_tx.c", "dev_rx.c", "netfilt
                       stages=tuple(s.name for s in STAGES),
                       maps=("counts", "dropped", "slots", "epoch", "released", "net_slots"))
 
-ALL: tuple[ProgramSet, ...] = (INVENTORY, COUNTING)
+# Single skbs followed through the stages, one record per stage on the event channel
+# (probes/trace.c, read by tracing.py): the device stages (the L4 send stages see a socket, not
+# an skb) and the two ends of an skb's life.
+TRACE = ProgramSet("trace", ("trace.c",), fn_prefix="trace__",
+                   stages=tuple(s.name for s in STAGES if s.per_device) + tuple(s.name for s in END_STAGES),
+                   maps=("np_events", "np_events_lost", "trace_inflight", "trace_stats",
+                         "trace_event_layout"))
+
+ALL: tuple[ProgramSet, ...] = (INVENTORY, COUNTING, TRACE)
 
 
 def sources(sets: tuple[ProgramSet, ...] | list[ProgramSet]) -> tuple[str, ...]:
