@@ -162,9 +162,10 @@ def run_trace(*, flow: FlowFilter, tfilter: TraceFilter, count: int | None,
             deadline = time.monotonic() + duration if duration else None
             next_sweep = time.monotonic() + 1.0
             done = False
+            held: list[Trace] = []
             while not done:
                 wait = 0.2 if deadline is None else max(0.0, min(0.2, deadline - time.monotonic()))
-                finished = []
+                finished = held
                 for rec in channel.poll(wait):
                     finished += tracker.add(*hop_from_record(rec))
                 now = time.monotonic()
@@ -177,7 +178,8 @@ def run_trace(*, flow: FlowFilter, tfilter: TraceFilter, count: int | None,
                         engaged = True
                         print(f"netprobe: --max-rate {max_rate}/s engaged: skbs beyond it are "
                               "not traced", file=sys.stderr)
-                for t in sorted(finished, key=lambda t: t.first.ts):
+                show, held = tracker.in_order(finished)
+                for t in show:
                     out.trace(t)
                     if count and out.n >= count:
                         done = True
@@ -188,12 +190,14 @@ def run_trace(*, flow: FlowFilter, tfilter: TraceFilter, count: int | None,
             pass
         finally:
             rest = tracker.flush()
+            in_flight = len(rest)
+            rest += held
             if not (count and out.n >= count):
                 for t in sorted(rest, key=lambda t: t.first.ts)[:(count - out.n) if count else None]:
                     out.trace(t)
             rate, full, reused = _stats(stats)
             footer = Footer(out.n, channel.lost, evicted, rate, full, reused, max_rate,
-                            in_flight=len(rest))
+                            in_flight=in_flight)
             channel.close()
             out.close()
             stream = sys.stderr if as_json else sys.stdout

@@ -202,6 +202,16 @@ class Tracker:
             t.hops.append(hop)
         return done
 
+    def in_order(self, finished: list[Trace]) -> tuple[list[Trace], list[Trace]]:
+        """(those to show now, those to hold): finished traces are shown in the order their
+        skbs started, so one waits for every trace that started before it"""
+        first_open = min((t.first.ts for t in self.open.values()), default=None)
+        finished = sorted(finished, key=lambda t: t.first.ts)
+        if first_open is None:
+            return finished, []
+        now = [t for t in finished if t.first.ts < first_open]
+        return now, finished[len(now):]
+
     def expire(self, now_ns: int) -> list[Trace]:
         old = [i for i, t in self.open.items() if now_ns - t.last_ts >= self.idle_ns]
         return [self._close(i, UNSEEN) for i in old]
