@@ -136,6 +136,7 @@ struct np_trace_view {
         (v)->proto_raw = GET(u16, skb, OFF_SKB_PROTOCOL);      \
     } while (0)
 
+/* The filters beside the flow's, at an skb's first stage */
 static __always_inline int np_trace_wanted(struct np_trace_view *v, u32 netns, int task)
 {
 #ifdef NP_TRACE_NETNS
@@ -154,7 +155,7 @@ static __always_inline int np_trace_wanted(struct np_trace_view *v, u32 netns, i
     if (!task || tgid != NP_TRACE_PID)
         return 0;
 #endif
-    return np_flow_match_l3(v->proto_raw, v->l3);
+    return 1;
 }
 
 static __always_inline void np_trace_task(struct np_trace_event *e, int task)
@@ -174,19 +175,23 @@ static __always_inline int np_trace_at(void *ctx, u64 skb, struct np_trace_view 
 {
     u32 netns = 0, ifindex = 0, cpu = bpf_get_smp_processor_id();
     u64 now = bpf_ktime_get_ns(), id;
+    int task;
     struct np_trace_skb *t = trace_inflight.lookup(&skb);
-    int task = np_in_task();
-    if (v->dev)
-        np_dev_identity(v->dev, &netns, &ifindex);
     if (t && stage > t->stage) {
         t->stage = stage;
         t->last_ns = now;
         id = t->id;
+        task = np_in_task();
+        if (v->dev)
+            np_dev_identity(v->dev, &netns, &ifindex);
     } else {
         if (t) {
             np_trace_stat(NP_TRACE_REUSED);
             trace_inflight.delete(&skb);
         }
+        task = np_in_task();
+        if (v->dev)
+            np_dev_identity(v->dev, &netns, &ifindex);
         if (!np_trace_wanted(v, netns, task) || !np_trace_admit(now))
             return 0;
         id = np_trace_next_id(cpu);
@@ -220,11 +225,15 @@ static __always_inline int np_trace_at(void *ctx, u64 skb, struct np_trace_view 
     return 0;
 }
 
-/* hooks.h's handlers */
+/* hooks.h's handlers. The flow filter comes first, before the in-flight table is looked up:
+ * most skbs are another flow's, and pay for this test only (an skb followed has the same
+ * headers at each stage, so it passes it again). */
 static __always_inline int np_trace_untyped(void *ctx, void *skb, void *dev, int l3_at, u32 stage)
 {
     struct np_trace_view v = {};
     NP_TRACE_FIELDS(&v, NP_PROBE, skb, l3_at);
+    if (!np_flow_match_l3(v.proto_raw, v.l3))
+        return 0;
     v.dev = dev ? dev : NP_PROBE(void *, skb, OFF_SKB_DEV);
     return np_trace_at(ctx, (u64)skb, &v, stage);
 }
@@ -233,6 +242,8 @@ static __always_inline int np_trace_typed(void *ctx, void *skb, void *dev, int l
 {
     struct np_trace_view v = {};
     NP_TRACE_FIELDS(&v, NP_LOAD, skb, l3_at);
+    if (!np_flow_match_l3(v.proto_raw, v.l3))
+        return 0;
     v.dev = np_untyped(dev);
     return np_trace_at(ctx, (u64)np_untyped(skb), &v, stage);
 }

@@ -190,6 +190,8 @@ class Tracker:
         if prev is not None and prev != trace_id and prev in self.open:
             done.append(self.open.pop(prev).finish(UNSEEN))
         t = self.open.get(trace_id)
+        if t is None and hop.stage in ("drop", "consume"):
+            return done  # the end of a trace already shown (idle for longer than idle_ns)
         if t is None:
             t = self.open[trace_id] = Trace(skb, trace_id)
             self._by_skb[skb] = trace_id

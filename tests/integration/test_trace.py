@@ -61,7 +61,8 @@ def test_one_ping_on_lo_is_two_skbs_each_through_loopback_xmit_and_delivered(bpf
         subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw",
                         "net.ipv4.ping_group_range=0 2147483647"], check=True)
         pcap = tmp_path / "ping.pcapng"
-        t = Trace(tmp_path, "--netns", ns, "--proto", "icmp", "--pcap", str(pcap))
+        t = Trace(tmp_path, "--netns", ns, "--proto", "icmp", "--host", "127.0.0.1",
+                  "--pcap", str(pcap))
         subprocess.run(["ip", "netns", "exec", ns, "ping", "-c", "1", "-W", "2", "127.0.0.1"],
                        check=True, capture_output=True)
         skbs = t.stop()

@@ -73,6 +73,7 @@ def test_idle_traces_expire_and_are_shown_in_the_order_they_started():
     assert t.in_order([b]) == ([], [b])  # trace 1 started first and is still open
     (a,) = t.expire(1200)
     assert t.in_order([b, a]) == ([a, b], [])
+    assert t.add(0xA0, 1, hop("consume", 5000)) == []  # its end, after it was shown
 
 
 def test_lines_json_and_comment_name_the_device_its_xmit_and_softirq():
