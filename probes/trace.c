@@ -252,14 +252,22 @@ NP_TX_HOOKS(trace__, np_trace_untyped, np_trace_untyped, np_trace_typed)
 NP_RX_HOOKS(trace__, np_trace_untyped, np_trace_untyped, np_trace_typed)
 NP_NF_HOOKS(trace__, np_trace_typed)
 
-/* Where a followed skb's life ends: one last record, and its address is free for a new trace */
-static __always_inline int np_trace_end(void *ctx, u64 skb, void *dev, u32 stage, u32 reason)
+/* Where a followed skb's life ends: its address leaves the table (free for a new trace), and
+ * one last record goes out. Every skb freed on the machine passes here, so the table is
+ * looked up first and nothing else is read for the skbs not followed. */
+static __always_inline u64 np_trace_ending(u64 skb)
 {
     struct np_trace_skb *t = trace_inflight.lookup(&skb);
     if (!t)
         return 0;
     u64 id = t->id;
     trace_inflight.delete(&skb);
+    return id;
+}
+
+static __always_inline int np_trace_end(void *ctx, u64 skb, u64 id, void *dev, u32 stage,
+                                        u32 reason)
+{
     struct np_trace_event *e = NP_EVENT_RESERVE(struct np_trace_event);
     if (!e)
         return 0;
@@ -282,30 +290,38 @@ static __always_inline int np_trace_end(void *ctx, u64 skb, void *dev, u32 stage
     return 0;
 }
 
+static __always_inline int np_trace_end_typed(void *ctx, void *skb, u32 stage, u32 reason)
+{
+    u64 key = (u64)np_untyped(skb), id = np_trace_ending(key);
+    return id ? np_trace_end(ctx, key, id, np_untyped(NP_LOAD(void *, skb, OFF_SKB_DEV)), stage,
+                             reason) : 0;
+}
+
+static __always_inline int np_trace_end_untyped(void *ctx, void *skb, u32 stage, u32 reason)
+{
+    u64 id = np_trace_ending((u64)skb);
+    return id ? np_trace_end(ctx, (u64)skb, id, NP_PROBE(void *, skb, OFF_SKB_DEV), stage,
+                             reason) : 0;
+}
+
 /* skb:kfree_skb(skb, location, reason, ...) (reason since 5.17) and skb:consume_skb(skb, ...) */
 int trace__drop__tp_btf(struct bpf_raw_tracepoint_args *ctx)
 {
-    void *skb = NP_TP_ARG(void *, ctx, 0);
-    return np_trace_end(ctx, (u64)np_untyped(skb), np_untyped(NP_LOAD(void *, skb, OFF_SKB_DEV)),
-                        STAGE_drop, (u32)NP_TP_ARG(u64, ctx, 2));
+    return np_trace_end_typed(ctx, NP_TP_ARG(void *, ctx, 0), STAGE_drop,
+                              (u32)NP_TP_ARG(u64, ctx, 2));
 }
 
 int trace__drop__raw_tp(struct bpf_raw_tracepoint_args *ctx)
 {
-    void *skb = (void *)ctx->args[0];
-    return np_trace_end(ctx, (u64)skb, NP_PROBE(void *, skb, OFF_SKB_DEV), STAGE_drop,
-                        (u32)ctx->args[2]);
+    return np_trace_end_untyped(ctx, (void *)ctx->args[0], STAGE_drop, (u32)ctx->args[2]);
 }
 
 int trace__consume__tp_btf(struct bpf_raw_tracepoint_args *ctx)
 {
-    void *skb = NP_TP_ARG(void *, ctx, 0);
-    return np_trace_end(ctx, (u64)np_untyped(skb), np_untyped(NP_LOAD(void *, skb, OFF_SKB_DEV)),
-                        STAGE_consume, 0);
+    return np_trace_end_typed(ctx, NP_TP_ARG(void *, ctx, 0), STAGE_consume, 0);
 }
 
 int trace__consume__raw_tp(struct bpf_raw_tracepoint_args *ctx)
 {
-    void *skb = (void *)ctx->args[0];
-    return np_trace_end(ctx, (u64)skb, NP_PROBE(void *, skb, OFF_SKB_DEV), STAGE_consume, 0);
+    return np_trace_end_untyped(ctx, (void *)ctx->args[0], STAGE_consume, 0);
 }
