@@ -333,7 +333,8 @@ class Footer:
     in_flight: int = 0     # still followed when netprobe stopped
 
     def lines(self) -> list[str]:
-        out = [f"{self.traced} skbs traced ({self.in_flight} still in flight at exit); "
+        out = [f"{self.traced} skb{'' if self.traced == 1 else 's'} traced "
+               f"({self.in_flight} still in flight at exit); "
                f"lost events: {self.lost}; in-flight skbs evicted: {self.evicted}"]
         if self.rate_limited:
             out.append(f"--max-rate {self.max_rate}/s engaged: {self.rate_limited} skbs not traced")
