@@ -46,7 +46,7 @@ COUNTING = ProgramSet("counting", ("l4_send.c", "dev_tx.c", "dev_rx.c", "netfilt
 TRACE = ProgramSet("trace", ("trace.c",), fn_prefix="trace__",
                    stages=tuple(s.name for s in STAGES if s.per_device) + tuple(s.name for s in END_STAGES),
                    maps=("np_events", "np_events_lost", "trace_inflight", "trace_stats",
-                         "trace_event_layout"))
+                         "trace_event_layout", "trace_live"))
 
 ALL: tuple[ProgramSet, ...] = (INVENTORY, COUNTING, TRACE)
 

@@ -152,6 +152,7 @@ def run_trace(*, flow: FlowFilter, tfilter: TraceFilter, count: int | None,
         out = _Output(as_json, pcap, _names(session, _drop_reasons(session.kernel)))
         tracker = Tracker(IDLE_NS)
         stats, inflight = session.maps["trace_stats"], session.maps["trace_inflight"]
+        live = session.maps["trace_live"]
         evicted, engaged = 0, False
         try:
             if ready_file:
@@ -174,6 +175,7 @@ def run_trace(*, flow: FlowFilter, tfilter: TraceFilter, count: int | None,
                     next_sweep = now + 1.0
                     session.refresh()  # netfilter stages in namespaces made since
                     evicted += _evict(inflight, time.monotonic_ns())
+                    live[1] = evicted  # what the kernel subtracts from the skbs it followed
                     if not engaged and _stats(stats)[0]:
                         engaged = True
                         print(f"netprobe: --max-rate {max_rate}/s engaged: skbs beyond it are "

@@ -4,6 +4,7 @@ the traffic must have done."""
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -82,6 +83,23 @@ def test_one_ping_on_lo_is_two_skbs_each_through_loopback_xmit_and_delivered(bpf
                          check=True).stdout.splitlines()
     assert len(out) == 2
     assert "ICMP echo request" in out[0] and "ICMP echo reply" in out[1]
+    assert packet_comments(pcap.read_bytes()) == [
+        "ip_output[lo] > dev_queue_xmit[lo] > driver_xmit[lo, loopback_xmit] > driver_rx[lo] > "
+        "netif_receive_skb[lo] > ip_rcv[lo] > l4_rcv[lo] > delivered"] * 2
+
+
+def packet_comments(data: bytes) -> list[str]:
+    """The comment of each enhanced packet block (type 6) of a pcapng file"""
+    out, at = [], 0
+    while at < len(data):
+        btype, n = struct.unpack_from("<II", data, at)
+        if btype == 6:
+            cap = struct.unpack_from("<I", data, at + 20)[0]
+            opt = at + 28 + (cap + 3) // 4 * 4
+            code, length = struct.unpack_from("<HH", data, opt)
+            out.append(data[opt + 4:opt + 4 + length].decode() if code == 1 else "")
+        at += n
+    return out
 
 
 SERVER = """
@@ -147,3 +165,47 @@ def test_veth_flow_shows_veth_xmit_on_one_side_and_the_peers_rx_stages_on_the_ot
         assert {(s["netns"], s["device"]) for s in tx} == {(a, pair.a.dev)}
         assert tx[2]["xmit"] == "veth_xmit"
         assert {(s["netns"], s["device"]) for s in rx} == {(b, pair.b.dev)}
+
+
+def own_programs(pid):
+    ids = set()
+    for info in Path(f"/proc/{pid}/fdinfo").iterdir():
+        try:
+            ids |= {int(l.split()[1]) for l in info.read_text().splitlines() if l.startswith("prog_id:")}
+        except (OSError, ValueError):
+            continue
+    return ids
+
+
+def prog_ids():
+    out = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True, check=True)
+    return {p["id"] for p in json.loads(out.stdout)}
+
+
+def test_max_rate_engages_says_so_and_nothing_stays_attached(bpf_ok, tmp_path):
+    port = 47213
+    with VethPair.create() as pair:
+        t = Trace(tmp_path, "--netns", pair.a.ns, "--proto", "udp", "--port", str(port),
+                  "--max-rate", "5")
+        mine = own_programs(t.p.pid)
+        assert mine, "trace holds no BPF program"
+        udp_flow(server_addr="127.0.0.1", port=port, count=60, server_ns=pair.a.path,
+                 client_ns=pair.a.path)
+        skbs = t.stop()
+    # 5 a second: the flow takes well under 2 s, so at most two windows' worth
+    assert 1 <= len(skbs) <= 10
+    assert "--max-rate 5/s engaged" in t.footer
+    limited = int(t.footer.split("--max-rate 5/s engaged: ")[-1].split()[0])
+    assert limited >= 60 - len(skbs) - 2  # the datagrams' skbs not followed (a few may be lost to the server's start)
+    assert not mine & prog_ids(), "programs outlived netprobe trace"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--netns", "no-such-namespace-here"], "--netns no-such-namespace-here: No such file"),
+    (["--device", "a-name-longer-than-15"], "--device must be an interface name"),
+])
+def test_bad_input_is_one_line_and_exit_1(bpf_ok, args, message):
+    r = subprocess.run([sys.executable, "-m", "netprobe", "trace", *args], capture_output=True,
+                       text=True, env=dict(os.environ, PYTHONPATH=str(ROOT / "pyfront")), timeout=120)
+    assert r.returncode == 1
+    assert r.stderr.count("\n") == 1 and message in r.stderr, r.stderr
