@@ -49,6 +49,8 @@ TRACE = ProgramSet("trace", ("trace.c",), fn_prefix="trace__",
                          "trace_event_layout", "trace_live"))
 
 ALL: tuple[ProgramSet, ...] = (INVENTORY, COUNTING, TRACE)
+# what the counting commands (watch, export, prove) load, and their --ebpf prints
+COUNTING_COMMANDS: tuple[ProgramSet, ...] = (INVENTORY, COUNTING)
 
 
 def sources(sets: tuple[ProgramSet, ...] | list[ProgramSet]) -> tuple[str, ...]:
