@@ -19,7 +19,8 @@ def test_reason_names_match_the_tracepoints_own_table(bpf_ok):
     assert reasons is not None
     fmt = (tracefs() / "events/skb/kfree_skb/format").read_text()
     table = {int(v): n for v, n in re.findall(r'\{ (\d+), "(\w+)" \}', fmt) if n != "MAX"}
-    assert len(table) > 50 and table[3] == "NO_SOCKET"  # read, not assumed
+    # the values move: NO_SOCKET is 3 on 6.18, 2 on the guest's 6.1
+    assert len(table) > 50 and "NO_SOCKET" in table.values()
     assert {v: reasons.name(v) for v in table} == table
     named = set(reasons.names.values())
     assert {"NO_SOCKET", "NETFILTER_DROP", "NOT_SPECIFIED", "CONSUMED"} <= named
