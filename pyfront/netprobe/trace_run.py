@@ -106,15 +106,25 @@ def _drop_reasons(kernel):
         return None
 
 
+def _open_pcap(path: str | None):
+    """The --pcap file, opened before anything is loaded: a path that cannot be written is
+    said at once"""
+    if not path:
+        return None
+    try:
+        return open(path, "wb")
+    except OSError as e:
+        raise NetprobeError(f"--pcap {path}: {e.strerror}") from None
+
+
 class _Output:
-    def __init__(self, as_json: bool, pcap: str | None, names: Names):
+    def __init__(self, as_json: bool, pcap_file, names: Names):
         self.as_json, self.names, self.n = as_json, names, 0
-        self.pcap_file = self.pcap = None
+        self.pcap_file, self.pcap = pcap_file, None
         self.not_ip = 0
-        if pcap:
+        if pcap_file is not None:
             from .pcapng import PcapngWriter
-            self.pcap_file = open(pcap, "wb")
-            self.pcap = PcapngWriter(self.pcap_file, SNAPLEN)
+            self.pcap = PcapngWriter(pcap_file, SNAPLEN)
         self.mono_to_wall = time.time_ns() - time.monotonic_ns()
 
     def trace(self, t: Trace) -> None:
@@ -142,6 +152,7 @@ def run_trace(*, flow: FlowFilter, tfilter: TraceFilter, count: int | None,
               duration: float | None, as_json: bool, pcap: str | None, max_rate: int,
               ready_file: str | None, prefer: Sequence[str] = ()) -> None:
     require_root()
+    pcap_file = _open_pcap(pcap)
     with TraceSession(flow, tfilter, max_rate, prefer) as session:
         missing = [s for s, st in session.states.items() if not st.attached]
         if len(missing) == len(session.states):
@@ -149,7 +160,7 @@ def run_trace(*, flow: FlowFilter, tfilter: TraceFilter, count: int | None,
         layout = session.maps["trace_event_layout"].value_type
         channel = events.EventChannel.open(session.channel_maps["np_events"], layout,
                                            session.maps["np_events_lost"].fd)
-        out = _Output(as_json, pcap, _names(session, _drop_reasons(session.kernel)))
+        out = _Output(as_json, pcap_file, _names(session, _drop_reasons(session.kernel)))
         tracker = Tracker(IDLE_NS)
         stats, inflight = session.maps["trace_stats"], session.maps["trace_inflight"]
         live = session.maps["trace_live"]

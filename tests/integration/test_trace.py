@@ -206,6 +206,7 @@ def test_max_rate_engages_says_so_and_nothing_stays_attached(bpf_ok, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--netns", "no-such-namespace-here"], "--netns no-such-namespace-here: No such file"),
     (["--device", "a-name-longer-than-15"], "--device must be an interface name"),
+    (["--pcap", "/nonexistent-dir/x.pcapng"], "--pcap /nonexistent-dir/x.pcapng: No such file"),
 ])
 def test_bad_input_is_one_line_and_exit_1(bpf_ok, args, message):
     r = subprocess.run([sys.executable, "-m", "netprobe", "trace", *args], capture_output=True,
