@@ -261,9 +261,17 @@ def header_line(n: int, t: Trace) -> str:
 COLUMNS = f"  {'µs':>8} {'cpu':>3} {'netns':<12} {'device':<10} {'stage':<17} {'len':>5}  process"
 
 
-def hop_line(h: Hop, t0: int, names: Names) -> str:
+def handed_over_by(t: Trace, i: int, names: Names) -> str:
+    """The xmit function that handed hop i's skb over, when the skb came to driver_rx straight
+    from a driver_xmit: the same skb crossing from lo to lo, or from a veth end to its peer"""
+    if i == 0 or t.hops[i].stage != "driver_rx" or t.hops[i - 1].stage != "driver_xmit":
+        return ""
+    return _dev(t.hops[i - 1], names)[1]
+
+
+def hop_line(h: Hop, t0: int, names: Names, handed_over: str = "") -> str:
     name, xmit, physical = _dev(h, names)
-    extra = ""
+    extra = f"  ← {handed_over}" if handed_over else ""
     if h.stage == "driver_xmit" and xmit:
         extra = f"  {xmit}" + (" (physical NIC)" if physical else "")
     return (f"  {(h.ts - t0) / 1000:8.1f} {h.cpu:>3} {names.netns(h.netns)[:12]:<12} "
@@ -272,7 +280,8 @@ def hop_line(h: Hop, t0: int, names: Names) -> str:
 
 def trace_lines(n: int, t: Trace, names: Names) -> list[str]:
     t0 = t.first.ts
-    lines = [header_line(n, t)] + [hop_line(h, t0, names) for h in t.hops]
+    lines = [header_line(n, t)] + [hop_line(h, t0, names, handed_over_by(t, i, names))
+                                   for i, h in enumerate(t.hops)]
     if t.end is not None:
         name, _, _ = _dev(t.end, names)
         lines.append(f"  {(t.end.ts - t0) / 1000:8.1f} {t.end.cpu:>3} "
@@ -288,7 +297,7 @@ def trace_json(n: int, t: Trace, names: Names) -> dict:
     flow = t.flow
     proc = t.process
 
-    def hop(h: Hop) -> dict:
+    def hop(i: int, h: Hop) -> dict:
         name, xmit, physical = _dev(h, names)
         out = {"t_us": round((h.ts - t0) / 1000, 1), "cpu": h.cpu, "netns": h.netns,
                "netns_name": names.netns(h.netns), "device": name, "ifindex": h.ifindex,
@@ -298,6 +307,8 @@ def trace_json(n: int, t: Trace, names: Names) -> dict:
             out.update(pid=h.pid, comm=h.comm)
         if h.stage == "driver_xmit":
             out.update(xmit=xmit, physical=physical)
+        if handed_over_by(t, i, names):
+            out["handed_over_by"] = handed_over_by(t, i, names)
         return out
 
     end = {"how": t.how, "text": end_text(t, names)}
@@ -309,7 +320,7 @@ def trace_json(n: int, t: Trace, names: Names) -> dict:
     return {"n": n, "skb": f"0x{t.skb:x}", "trace_id": t.id,
             "flow": flow.to_json() if flow else None,
             "process": {"pid": proc.pid, "comm": proc.comm} if proc else None,
-            "stages": [hop(h) for h in t.hops], "end": end}
+            "stages": [hop(i, h) for i, h in enumerate(t.hops)], "end": end}
 
 
 def path_comment(t: Trace, names: Names) -> str:

@@ -80,16 +80,20 @@ def test_lines_json_and_comment_name_the_device_its_xmit_and_softirq():
     t = Tracker()
     pkt = ipv4(1, b"\x08\0" + b"\0" * 6)
     t.add(0xA0, 1, hop("driver_xmit", 1000, pid=42, packet=pkt))
+    t.add(0xA0, 1, hop("driver_rx", 1200, pid=42))
     t.add(0xA0, 1, hop("netif_receive_skb", 3500))
     (done,) = t.add(0xA0, 1, hop("consume", 4000))
     names = Names(device=lambda ns, i: ("lo", "loopback_xmit", False), netns={7: "np-a"}.get)
     lines = trace_lines(1, done, names)
     assert lines[0] == "skb #1 icmp 127.0.0.1 > 127.0.0.1 echo-request  sent by ping[42]"
     assert "np-a" in lines[1] and lines[1].endswith("ping[42]  loopback_xmit")
-    assert "     2.5 " in lines[2] and lines[2].endswith("softirq")
+    assert lines[2].endswith("ping[42]  ← loopback_xmit")
+    assert "     2.5 " in lines[3] and lines[3].endswith("softirq")
     j = trace_json(1, done, names)
-    assert j["stages"][0]["xmit"] == "loopback_xmit" and j["stages"][1]["context"] == "softirq"
-    assert path_comment(done, names) == "driver_xmit[lo, loopback_xmit] > netif_receive_skb[lo] > consumed"
+    assert j["stages"][0]["xmit"] == "loopback_xmit" and j["stages"][2]["context"] == "softirq"
+    assert j["stages"][1]["handed_over_by"] == "loopback_xmit"
+    assert path_comment(done, names) == ("driver_xmit[lo, loopback_xmit] > driver_rx[lo] > "
+                                         "netif_receive_skb[lo] > consumed")
 
 
 def test_a_record_from_the_kernel_becomes_a_hop():
