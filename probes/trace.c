@@ -94,16 +94,29 @@ static __always_inline void np_trace_stat(u32 i)
 
 /* Whether this program runs in process context, not a softirq or interrupt that happens to
  * run on top of some process (whose `current` says nothing of the packet). Softirqs and
- * interrupts run on the CPU's own IRQ stack (x86_64, arm64), so the test is whether this
+ * interrupts run on the CPU's own IRQ stack (x86_64, arm64), so the first test is whether this
  * program's stack frame lies in current's task stack. The frame's address comes out as a
- * number through np_untyped, as a typed pointer does. ksoftirqd is a task; user space names it. */
+ * number through np_untyped, as a typed pointer does. ksoftirqd is a task; user space names it.
+ * One softirq runs on the task stack all the same: at the exit of an interrupt that came from
+ * user mode (x86_64 handles those on the task stack, softirqs included); then the task's user
+ * registers at the top of its stack hold no system call number (-1), where a task that is in
+ * the kernel by a system call holds its number. */
 static __always_inline int np_in_task(void)
 {
     u64 here = 0;
     u64 sp = (u64)np_untyped(&here);
     u64 stack = 0;
     bpf_probe_read_kernel(&stack, sizeof(stack), (char *)bpf_get_current_task() + OFF_TASK_STACK);
-    return sp - stack < NP_THREAD_SIZE;
+    if (sp - stack >= NP_THREAD_SIZE)
+        return 0;
+#ifdef NP_PT_REGS_SIZE
+    s32 nr = 0; /* the low half: orig_ax is 8 bytes, arm64's syscallno 4 (little-endian both) */
+    bpf_probe_read_kernel(&nr, sizeof(nr),
+                          (char *)stack + NP_THREAD_SIZE - NP_PT_REGS_SIZE + NP_PT_REGS_SYSCALL);
+    if (nr < 0)
+        return 0;
+#endif
+    return 1;
 }
 
 /* Whether a new skb may be followed: at most NP_TRACE_MAX_RATE a second (the count is not

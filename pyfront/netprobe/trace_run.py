@@ -29,6 +29,9 @@ EVICT_AFTER_NS = 2_000_000_000   # an skb followed that moved no more for this l
 IDLE_NS = 1_000_000_000          # a trace shown as ended when nothing came for this long
 # THREAD_SIZE per architecture (arch/*/include/asm/page*.h, thread_info.h); KASAN doubles it
 _THREAD_SIZE = {"x86_64": 16384, "aarch64": 16384}
+# the pt_regs member that holds the system call number, -1 when the task entered the kernel by
+# an interrupt or exception from user mode (x86_64: idtentry pushes -1; arm64: NO_SYSCALL)
+_SYSCALL_REG = {"x86_64": "orig_ax", "aarch64": "syscallno"}
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,22 @@ def netns_inode(spec: str) -> int:
         raise NetprobeError(f"--netns {spec}: {e.strerror}") from None
 
 
+def context_cflags(kernel) -> list[str]:
+    """What probes/trace.c's process-or-softirq test needs: the task stack's size and where
+    the task's user registers' system call number lies at its top (from BTF; without BTF the
+    test is the stack's alone)"""
+    flags = [f"-DNP_THREAD_SIZE={thread_size(kernel)}"]
+    if kernel.btf is not None:
+        from .btf import BTFError
+        try:
+            nr = kernel.btf.field("pt_regs", _SYSCALL_REG[platform.machine()])
+            flags += [f"-DNP_PT_REGS_SIZE={kernel.btf.struct_size('pt_regs')}",
+                      f"-DNP_PT_REGS_SYSCALL={nr.offset}"]
+        except BTFError:
+            pass
+    return flags
+
+
 def thread_size(kernel) -> int:
     arch = platform.machine()
     if arch not in _THREAD_SIZE:
@@ -82,7 +101,7 @@ class TraceSession(ProbeSession):
         p = super().build_program()
         extra = [*events.cflags(), *self.tfilter.cflags(), f"-DNP_TRACE_MAX_RATE={self.max_rate}",
                  f"-DNP_TRACE_SNAP={SNAPLEN}", f"-DNP_TRACE_INFLIGHT={INFLIGHT}",
-                 f"-DNP_THREAD_SIZE={thread_size(self.kernel)}"]
+                 *context_cflags(self.kernel)]
         return dataclasses.replace(p, cflags=p.cflags + tuple(extra))
 
 
