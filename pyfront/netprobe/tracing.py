@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Callable
 
 from .catalogue import ALL_STAGES
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from netprobe.topology import VethPair, ip
+from netprobe.topology import VethPair
 from netprobe.traffic import udp_flow
 
 ROOT = Path(__file__).resolve().parents[2]
