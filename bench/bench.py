@@ -31,10 +31,12 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "pyfront"))
 
 from netprobe.catalogue import ALL_STAGES  # noqa: E402
+from netprobe.programsets import ALL  # noqa: E402
 from netprobe.topology import VethPair  # noqa: E402
 
 PORT = 5201
 HOOK_FNS = sorted({h.fn for s in ALL_STAGES for c in s.candidates for h in c.hooks})
+PREFIXES = sorted({ps.fn_prefix for ps in ALL}, key=len, reverse=True)  # "trace__", then ""
 PY = sys.executable
 NETPROBE = [PY, "-m", "netprobe"]
 ENV = dict(os.environ, PYTHONPATH=str(ROOT / "pyfront"))
@@ -204,6 +206,22 @@ def config_netprobe_raw_tp(env, tmp):
     return _netprobe(["--prefer", "raw_tracepoint"], tmp)
 
 
+def _trace(args, tmp):
+    ready = tmp / f"np.{time.time_ns()}"
+    return _process(NETPROBE + ["trace", "--json", "--ready-file", str(ready), *args],
+                    ready=ready, what="netprobe trace")
+
+
+def config_trace_no_match(env, tmp):
+    # the cost every other packet pays while one flow is traced: nothing listens on port 1
+    return _trace(["--port", "1"], tmp)
+
+
+def config_trace_one_flow(env, tmp):
+    # the workload's own flow, at trace's default --max-rate (1000 new skbs/s followed)
+    return _trace(["--port", str(PORT)], tmp)
+
+
 def config_bpftrace(env, tmp):
     return _process(["bpftrace", "-e", BPFTRACE_PROG], ready_line=("stdout", "Attaching"),
                     what="bpftrace")
@@ -217,7 +235,8 @@ def config_tcpdump(env, tmp):
 
 CONFIGS = {"none": config_none, "empty_programs": config_floor, "netprobe": config_netprobe,
            "netprobe_port_filter": config_netprobe_filtered, "bpftrace": config_bpftrace,
-           "tcpdump": config_tcpdump, "netprobe_raw_tp": config_netprobe_raw_tp}
+           "tcpdump": config_tcpdump, "netprobe_raw_tp": config_netprobe_raw_tp,
+           "trace_no_match": config_trace_no_match, "trace_one_flow": config_trace_one_flow}
 # netprobe as another kernel would run it: the report gives the targets for it too
 VARIANTS = {"netprobe_raw_tp": "netprobe --prefer raw_tracepoint (kernels without tp_btf)"}
 
@@ -330,9 +349,11 @@ def hook_label(prog_name: str) -> str:
     """The hook a program serves, whatever its mechanism: "dev_queue_xmit" for
     dev_queue_xmit__raw_tp, and for the 15 characters the kernel keeps of a tp_btf program's
     name ("dev_queue_xmit_"; BCC-loaded programs show their full name from their BTF)."""
-    for fn in HOOK_FNS:
-        if fn == prog_name or (len(prog_name) == 15 and fn.startswith(prog_name)):
-            return fn.split("__")[0]
+    for prefix in PREFIXES:
+        for fn in HOOK_FNS:
+            fn = prefix + fn
+            if fn == prog_name or (len(prog_name) == 15 and fn.startswith(prog_name)):
+                return fn[len(prefix):].split("__")[0]
     return prog_name
 
 
@@ -436,7 +457,8 @@ def main():
                  "per_hook_ns": per_hook_cost(loadgen, first, tmp,
                                               [c for c in ("empty_programs", "netprobe",
                                                            "netprobe_port_filter",
-                                                           "netprobe_raw_tp") if c in configs]),
+                                                           "netprobe_raw_tp", "trace_no_match",
+                                                           "trace_one_flow") if c in configs]),
                  "drop_ns": drop_cost(loadgen, first, tmp, configs)}
     finally:
         pair.delete()

@@ -71,16 +71,6 @@ BPF_ARRAY(epoch, u64, 1);
 /* addresses of vanished devices, whose slots may be taken back (looked up only on a collision) */
 BPF_HASH(released, u64, u8, 1024);
 
-static __always_inline void np_dev_identity(void *dev, u32 *netns, u32 *ifindex, u64 *cookie)
-{
-    void *net = NULL;
-    bpf_probe_read_kernel(ifindex, sizeof(*ifindex), (char *)dev + OFF_DEV_IFINDEX);
-    NP_READ(net, dev, DEV_NET);
-    bpf_probe_read_kernel(netns, sizeof(*netns), (char *)net + OFF_NET_INUM);
-    if (cookie)
-        bpf_probe_read_kernel(cookie, sizeof(*cookie), (char *)net + OFF_NET_COOKIE);
-}
-
 static __always_inline void np_count_dev(void *dev, u32 stage, u32 len)
 {
     u32 zero = 0, netns = 0, ifindex = 0;
@@ -96,13 +86,14 @@ static __always_inline void np_count_dev(void *dev, u32 stage, u32 len)
         if (s->dev != (u64)dev && s->dev != 0) {
             u64 owner = s->dev;
             if (!released.lookup(&owner)) {
-                np_dev_identity(dev, &netns, &ifindex, NULL);
+                np_dev_identity(dev, &netns, &ifindex);
                 np_add(netns, ifindex, stage, len);
                 return;
             }
             s->dev = 0; /* its owner vanished: take the slot back */
         }
-        np_dev_identity(dev, &netns, &ifindex, &cookie);
+        np_dev_identity(dev, &netns, &ifindex);
+        cookie = np_dev_cookie(dev);
         if (s->dev != (u64)dev || s->netns != netns || s->ifindex != ifindex ||
             s->cookie != cookie) {
             /* a new owner, or this address is another device now (freed and reused, or
@@ -156,5 +147,10 @@ static __always_inline int np_count_typed(void *skb, void *dev, int l3_at, u32 s
     np_count_dev(np_untyped(dev), stage, NP_LOAD(u32, skb, OFF_SKB_LEN));
     return 0;
 }
+
+/* The three as hooks.h's handlers */
+#define NP_COUNT_ON_SKB(ctx, skb, dev, l3_at, stage) np_count_skb(skb, l3_at, stage)
+#define NP_COUNT_ON_SKB_DEV(ctx, skb, dev, l3_at, stage) np_count_skb_dev(skb, dev, l3_at, stage)
+#define NP_COUNT_ON_TYPED(ctx, skb, dev, l3_at, stage) np_count_typed(skb, dev, l3_at, stage)
 
 #endif

@@ -61,6 +61,25 @@ static __always_inline u32 np_slot_of(u64 addr)
 
 #include "flow_filter.h"
 
+/* A device's identity: (netns inode, ifindex) */
+static __always_inline void np_dev_identity(void *dev, u32 *netns, u32 *ifindex)
+{
+    void *net = NULL;
+    bpf_probe_read_kernel(ifindex, sizeof(*ifindex), (char *)dev + OFF_DEV_IFINDEX);
+    NP_READ(net, dev, DEV_NET);
+    bpf_probe_read_kernel(netns, sizeof(*netns), (char *)net + OFF_NET_INUM);
+}
+
+/* The device's namespace's net_cookie: never reused, where its inode number is */
+static __always_inline u64 np_dev_cookie(void *dev)
+{
+    void *net = NULL;
+    u64 cookie = 0;
+    NP_READ(net, dev, DEV_NET);
+    NP_READ(cookie, net, NET_COOKIE);
+    return cookie;
+}
+
 /* What a device stage reads from an skb: its device and length and, under a flow filter,
  * its protocol and where its L3 header starts. */
 struct np_skb_view {

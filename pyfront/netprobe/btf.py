@@ -154,6 +154,9 @@ class BTF:
             tid = found[1]
         return Field(offset, self._sizeof(tid))
 
+    def struct_size(self, name: str) -> int:
+        return self._sizeof(self.struct_id(name))
+
     def func_params(self, name: str) -> list[str]:
         """C-ish spelling of each parameter type of function `name` ('struct sk_buff **')."""
         for tid in self._by_name.get(name, ()):

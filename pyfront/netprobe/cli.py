@@ -66,8 +66,9 @@ def _commands() -> None:
     # an explicit list: each module holds one command family
     from .export_cli import export
     from .prove_cli import peer, prove
+    from .trace_cli import trace
 
-    for command in (export, prove, peer):
+    for command in (export, prove, peer, trace):
         cli.add_command(command)
 
 

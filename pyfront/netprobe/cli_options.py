@@ -68,16 +68,21 @@ def ready_file_option(what: str):
                         help=f"Once ready, write {what} here as JSON (for tests and scripts).")
 
 
+def filter_options(f):
+    """--proto/--port/--host: the in-kernel flow filter (watch, export, trace)"""
+    f = click.option("--host", metavar="ADDR", help="Count only packets from or to this IPv4/IPv6 address.")(f)
+    f = click.option("--port", type=int, metavar="N", help="Count only TCP/UDP packets with this port on either side.")(f)
+    f = click.option("--proto", type=click.Choice(sorted(PROTOCOLS)), help="Count only this protocol.")(f)
+    return f
+
+
 def flow_options(f):
     """--proto/--port/--host, --device/--exclude-device and --prefer, shared by watch and export."""
     f = click.option("--exclude-device", "exclude_device", multiple=True, metavar="GLOB",
                      help="Hide devices whose name matches (repeatable).")(f)
     f = click.option("--device", "device", multiple=True, metavar="GLOB",
                      help="Show only devices whose name matches, e.g. 'lo' or 'veth*' (repeatable).")(f)
-    f = click.option("--host", metavar="ADDR", help="Count only packets from or to this IPv4/IPv6 address.")(f)
-    f = click.option("--port", type=int, metavar="N", help="Count only TCP/UDP packets with this port on either side.")(f)
-    f = click.option("--proto", type=click.Choice(sorted(PROTOCOLS)), help="Count only this protocol.")(f)
-    return prefer_option(f)
+    return prefer_option(filter_options(f))
 
 
 def make_flow(proto, port, host) -> FlowFilter:

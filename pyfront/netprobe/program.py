@@ -13,7 +13,7 @@ from .errors import NetprobeError
 from .flowfilter import FlowFilter
 from .kernel import Kernel
 from .paths import probes_dir
-from .programsets import ALL, ProgramSet, sources
+from .programsets import ALL, COUNTING_COMMANDS, ProgramSet, sources
 
 # one file per concern; netprobe.h (included first) holds what they share
 SOURCES = sources(ALL)
@@ -31,7 +31,7 @@ class Program:
         return head + "\n" + self.text
 
 
-def build(kernel: Kernel, flow: FlowFilter, sets: Sequence[ProgramSet] = ALL,
+def build(kernel: Kernel, flow: FlowFilter, sets: Sequence[ProgramSet] = COUNTING_COMMANDS,
           probes: Path | None = None) -> Program:
     """The C of these program sets only (a set's maps exist only when it is loaded)."""
     probes = probes or probes_dir()

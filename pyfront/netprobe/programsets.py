@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from .catalogue import Hook, STAGES
+from .catalogue import END_STAGES, Hook, STAGES
 from .dropcounts import probe_cflags
 
 if TYPE_CHECKING:
@@ -57,7 +57,17 @@ COUNTING = ProgramSet("counting", ("l4_send.c", "dev_tx.c", "dev_rx.c", "netfilt
 DROPS = ProgramSet("drops", ("drops.c",), stages=("drop",), maps=("drops", "drops_lost"),
                    cflags=lambda kernel: probe_cflags(kernel.btf, kernel.drop_reasons))
 
-ALL: tuple[ProgramSet, ...] = (INVENTORY, COUNTING, DROPS)
+# Single skbs followed through the stages, one record per stage on the event channel
+# (probes/trace.c, read by tracing.py): the device stages (the L4 send stages see a socket, not
+# an skb) and the two ends of an skb's life.
+TRACE = ProgramSet("trace", ("trace.c",), fn_prefix="trace__",
+                   stages=tuple(s.name for s in STAGES if s.per_device) + tuple(s.name for s in END_STAGES),
+                   maps=("np_events", "np_events_lost", "trace_inflight", "trace_stats",
+                         "trace_event_layout", "trace_live"))
+
+ALL: tuple[ProgramSet, ...] = (INVENTORY, COUNTING, DROPS, TRACE)
+# what the counting commands (watch, export, prove) load, and their --ebpf prints
+COUNTING_COMMANDS: tuple[ProgramSet, ...] = (INVENTORY, COUNTING, DROPS)
 
 
 def sources(sets: tuple[ProgramSet, ...] | list[ProgramSet]) -> tuple[str, ...]:

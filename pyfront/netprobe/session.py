@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Sequence
 
-from . import bpfmaps, loader, netns
+from . import bpfmaps, events, loader, netns
 from .attach import Attachments, program_specs
 from .catalogue import ALL_STAGES, Stage
 from .countreader import CountReader
@@ -48,6 +48,7 @@ class ProbeSession:
         self.stages = tuple(s for s in stages if any(s.name in ps.stages for ps in self.sets))
         self.program: Program | None = None
         self.maps: dict[str, bpfmaps.Map] = {}
+        self.channel_maps: dict[str, int] = {}  # event channels' maps: name -> fd (the loader's)
         self.devices: dict[tuple[int, int], Device] = {}
         self.namespaces: dict[int, netns.Netns] = {}
         self.started_at = 0.0
@@ -81,6 +82,9 @@ class ProbeSession:
         self._loaded = loader.load(self.program.text, list(self.program.cflags),
                                    program_specs(self.sets, self.kernel))
         for name, (fd, key, leaf) in self._loaded.maps.items():
+            if bpfmaps.map_info(fd).type in events.CHANNEL_MAP_TYPES:
+                self.channel_maps[name] = fd  # read by events.EventChannel, not as a table
+                continue
             self.maps[name] = bpfmaps.Map(fd, bpfmaps.ctype_from_desc(key),
                                           bpfmaps.ctype_from_desc(leaf))
         if self.program.layout_source != "BTF":
@@ -90,7 +94,8 @@ class ProbeSession:
             raise NetprobeError(f"loading BPF programs: {self._loaded.errors.get('netdev_walk')} "
                                 "(is BPF disabled, e.g. kernel.unprivileged_bpf_disabled or "
                                 "a lockdown?)")
-        missing = [m for s in self.sets for m in s.maps if m not in self.maps]
+        missing = [m for s in self.sets for m in s.maps
+                   if m not in self.maps and m not in self.channel_maps]
         if missing:
             raise NetprobeError(f"the compiled probes lack the maps {', '.join(missing)}")
         self._inventory = Inventory(self._loaded.progs["netdev_walk"], self.maps,
@@ -118,6 +123,7 @@ class ProbeSession:
             if self._attachments is not None:
                 self._attachments.close()
             self.maps.clear()
+            self.channel_maps.clear()
             if self._loaded is not None:
                 self._loaded.close()
                 self._loaded = None

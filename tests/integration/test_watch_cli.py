@@ -133,7 +133,9 @@ def test_ebpf_prints_the_generated_program(bpf_ok):
     r = subprocess.run([sys.executable, "-m", "netprobe", "watch", "--ebpf", "--port", "80"],
                        capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode == 0
-    assert "-DNP_FILTER_PORT=20480" in r.stdout and "int driver_xmit__raw_tp" in r.stdout
+    # hooks.h's macros make the hooks' programs: NP_TX_HOOKS(, ...) makes driver_xmit__raw_tp
+    assert "-DNP_FILTER_PORT=20480" in r.stdout and "P##driver_xmit__raw_tp(" in r.stdout
+    assert "NP_TX_HOOKS(, NP_COUNT_ON_SKB" in r.stdout and "trace__" not in r.stdout
 
 
 def test_piped_table_prints_every_interval(bpf_ok):

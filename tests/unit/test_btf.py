@@ -84,3 +84,10 @@ def test_split_btf_reads_names_from_its_base_and_itself():
     split = BTF(module.blob(), base=vmlinux)
     assert split.enum_values("mod_enum") == {"A": 5, "B": 2}
     assert split.enum_values("shared") is None  # the base's own types stay the base's
+
+
+def test_struct_size(btf):
+    # trace places a task's user registers at the top of its stack by this size (pt_regs)
+    assert btf.struct_size("sk_buff") == 128 and btf.struct_size("net_device") == 64
+    with pytest.raises(BTFError):
+        btf.struct_size("pt_regs")

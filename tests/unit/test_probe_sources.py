@@ -3,12 +3,27 @@ fn the catalogue names exists in probes/, every STAGE_ macro used is a catalogue
 import re
 
 from netprobe import fields
-from netprobe.catalogue import STAGE_IDS, STAGES
+from netprobe.catalogue import STAGE_IDS
 from netprobe.paths import probes_dir
 from netprobe.program import SOURCES
+from netprobe.programsets import ALL
+from netprobe.attach import stages_of
 
 PROBES = probes_dir()
-C = "".join((PROBES / n).read_text() for n in ("netprobe.h", "flow_filter.h", "count.h", "drops.h", *SOURCES))
+HEADERS = ("netprobe.h", "flow_filter.h", "hooks.h", "count.h", "drops.h")
+C = "".join((PROBES / n).read_text() for n in (*HEADERS, *SOURCES))
+
+
+def defined_programs(c: str) -> set[str]:
+    """Programs written out, and those a hooks.h macro makes: NP_TX_HOOKS(trace__, ...) makes
+    trace__<name> for each `int P##<name>(` in the macro's body"""
+    made = {}
+    for m in re.finditer(r"^#define (NP_\w+_HOOKS)\(P,.*?(?=^#define|^/\*|^#endif)", c, re.M | re.S):
+        made[m[1]] = re.findall(r"^int P##(\w+)\(", m[0], re.M)
+    out = set(re.findall(r"^int (\w+)\(", c, re.M))
+    for macro, prefix in re.findall(r"^(NP_\w+_HOOKS)\((\w*),", c, re.M):
+        out |= {prefix + name for name in made[macro]}
+    return out
 
 
 def test_every_offset_used_is_declared_and_every_declared_is_used():
@@ -20,9 +35,11 @@ def test_every_offset_used_is_declared_and_every_declared_is_used():
 
 
 def test_catalogue_functions_exist_in_probes():
-    defined = set(re.findall(r"^int (\w+)\(", C, re.M))
-    named = {h.fn for s in STAGES for c in s.candidates for h in c.hooks}
-    assert named - defined == set()
+    # each program set has its program at every hook of the stages it names
+    defined = defined_programs(C)
+    named = {ps.fn(h) for ps in ALL for s in stages_of([ps]) for c in s.candidates
+             for h in c.hooks}
+    assert named and named - defined == set()
 
 
 def test_stage_macros_are_catalogue_stages():
