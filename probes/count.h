@@ -68,14 +68,6 @@ BPF_ARRAY(epoch, u64, 1);
 /* addresses of vanished devices, whose slots may be taken back (looked up only on a collision) */
 BPF_HASH(released, u64, u8, 1024);
 
-static __always_inline void np_dev_identity(void *dev, u32 *netns, u32 *ifindex)
-{
-    void *net = NULL;
-    bpf_probe_read_kernel(ifindex, sizeof(*ifindex), (char *)dev + OFF_DEV_IFINDEX);
-    NP_READ(net, dev, DEV_NET);
-    bpf_probe_read_kernel(netns, sizeof(*netns), (char *)net + OFF_NET_INUM);
-}
-
 static __always_inline void np_count_dev(void *dev, u32 stage, u32 len)
 {
     u32 zero = 0, netns = 0, ifindex = 0;

@@ -41,6 +41,15 @@ static __always_inline u32 np_slot_of(u64 addr)
     return (u32)(((addr >> 6) * 0x9E3779B97F4A7C15ULL) >> (64 - NP_SLOT_BITS));
 }
 
+/* A device's identity as user space names it: (namespace inode, ifindex) */
+static __always_inline void np_dev_identity(void *dev, u32 *netns, u32 *ifindex)
+{
+    void *net = NULL;
+    bpf_probe_read_kernel(ifindex, sizeof(*ifindex), (char *)dev + OFF_DEV_IFINDEX);
+    NP_READ(net, dev, DEV_NET);
+    bpf_probe_read_kernel(netns, sizeof(*netns), (char *)net + OFF_NET_INUM);
+}
+
 /* Where an skb's network header starts depends on the stage: on receive, before
  * eth_type_trans()'s caller resets it, skb->network_header is stale or zero but skb->data
  * points at L3; from the IP layer down on transmit, and once L4 has pulled its header on

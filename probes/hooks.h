@@ -1,0 +1,180 @@
+/* Each stage's programs, written once for every feature that puts a program there: a hook's
+ * arguments (which one is the skb, where its device is, where its L3 header starts) are facts
+ * of the kernel, not of what a feature does with them. A feature expands these with its
+ * program-name prefix (programsets.py's fn_prefix) and its three actions:
+ *   SKB(skb, l3_at, stage)            an untyped skb whose own skb->dev is the device
+ *   SKB_DEV(skb, dev, l3_at, stage)   an untyped skb and the device the hook knows
+ *   TYPED(skb, dev, l3_at, stage)     BTF-typed skb and device (tp_btf, netfilter) */
+#ifndef NP_HOOKS_H
+#define NP_HOOKS_H
+
+#include "netprobe.h"
+
+/* At ip_output entry skb->dev is not set yet; the device is the route's, skb_dst(skb)->dev.
+ * _skb_refdst carries a flag in bit 0, and BCC does not rewrite that pointer arithmetic, so the
+ * dst is read explicitly. */
+static __always_inline void *np_skb_dst_dev(void *skb)
+{
+    unsigned long refdst = 0;
+    void *dev = NULL;
+    NP_READ(refdst, skb, SKB_REFDST);
+    bpf_probe_read_kernel(&dev, sizeof(dev), (char *)(refdst & ~1UL) + OFF_DST_DEV);
+    return dev;
+}
+
+/* __netif_receive_skb_core(struct sk_buff **pskb, ...) since 5.9 */
+static __always_inline void *np_pskb(void *pskb)
+{
+    void *skb = NULL;
+    bpf_probe_read_kernel(&skb, sizeof(skb), pskb);
+    return skb;
+}
+
+/* Transmit below L4.
+ * ip_output / ip6_output(net, sk, skb); __dev_queue_xmit(skb, sb_dev) and net:net_dev_queue(skb);
+ * the device's ndo_start_xmit(skb, dev) (loopback_xmit, veth_xmit, e1000_xmit_frame, ...) and
+ * net:net_dev_start_xmit(skb, dev), which fires right before it. */
+#define NP_TX_HOOKS(P, SKB, SKB_DEV, TYPED)                                                   \
+int P##ip_output__kprobe(struct pt_regs *ctx)                                                 \
+{                                                                                             \
+    void *skb = (void *)PT_REGS_PARM3(ctx);                                                   \
+    return SKB_DEV(skb, np_skb_dst_dev(skb), NP_L3_AT_NETWORK_HEADER, STAGE_ip_output);       \
+}                                                                                             \
+int P##dev_queue_xmit__kprobe(struct pt_regs *ctx)                                            \
+{                                                                                             \
+    return SKB((void *)PT_REGS_PARM1(ctx), NP_L3_AT_NETWORK_HEADER, STAGE_dev_queue_xmit);    \
+}                                                                                             \
+int P##dev_queue_xmit__raw_tp(struct bpf_raw_tracepoint_args *ctx)                            \
+{                                                                                             \
+    return SKB((void *)ctx->args[0], NP_L3_AT_NETWORK_HEADER, STAGE_dev_queue_xmit);          \
+}                                                                                             \
+int P##dev_queue_xmit__tp_btf(struct bpf_raw_tracepoint_args *ctx)                            \
+{                                                                                             \
+    void *skb = NP_TP_ARG(void *, ctx, 0);                                                    \
+    return TYPED(skb, NP_LOAD(void *, skb, OFF_SKB_DEV), NP_L3_AT_NETWORK_HEADER,             \
+                 STAGE_dev_queue_xmit);                                                       \
+}                                                                                             \
+int P##driver_xmit__kprobe(struct pt_regs *ctx)                                               \
+{                                                                                             \
+    return SKB_DEV((void *)PT_REGS_PARM1(ctx), (void *)PT_REGS_PARM2(ctx),                    \
+                   NP_L3_AT_NETWORK_HEADER, STAGE_driver_xmit);                               \
+}                                                                                             \
+int P##driver_xmit__raw_tp(struct bpf_raw_tracepoint_args *ctx)                               \
+{                                                                                             \
+    return SKB_DEV((void *)ctx->args[0], (void *)ctx->args[1], NP_L3_AT_NETWORK_HEADER,       \
+                   STAGE_driver_xmit);                                                        \
+}                                                                                             \
+int P##driver_xmit__tp_btf(struct bpf_raw_tracepoint_args *ctx)                               \
+{                                                                                             \
+    return TYPED(NP_TP_ARG(void *, ctx, 0), NP_TP_ARG(void *, ctx, 1),                        \
+                 NP_L3_AT_NETWORK_HEADER, STAGE_driver_xmit);                                 \
+}
+
+/* Receive: the driver handing the skb to the stack, L2, L3 and L4 delivery.
+ * netif_rx_internal / __netif_rx / netif_rx(skb) (loopback, veth, other virtual devices) and
+ * napi_gro_receive(napi, skb) (NIC drivers), or their tracepoints net:netif_rx(skb) and
+ * net:napi_gro_receive_entry(skb); __netif_receive_skb_core(struct sk_buff **pskb, ...) since
+ * 5.9, (struct sk_buff *skb, ...) before (user space reads which from BTF), or
+ * net:netif_receive_skb(skb) inside it; ip_rcv_core(skb, net) / ip6_rcv_core(skb, dev, net);
+ * tcp_v4_rcv / tcp_v6_rcv / udp_rcv / udpv6_rcv(skb), where the IP header is already pulled.
+ * BCC 0.26 cannot load the tp_btf programs; the loader child loads BCC's compiled
+ * instructions itself (bpfsys.load_tp_btf). */
+#define NP_RX_HOOKS(P, SKB, TYPED)                                                            \
+int P##driver_rx__kprobe_arg1(struct pt_regs *ctx)                                            \
+{                                                                                             \
+    return SKB((void *)PT_REGS_PARM1(ctx), NP_L3_AT_DATA, STAGE_driver_rx);                   \
+}                                                                                             \
+int P##driver_rx__kprobe_arg2(struct pt_regs *ctx)                                            \
+{                                                                                             \
+    return SKB((void *)PT_REGS_PARM2(ctx), NP_L3_AT_DATA, STAGE_driver_rx);                   \
+}                                                                                             \
+int P##driver_rx__raw_tp(struct bpf_raw_tracepoint_args *ctx)                                 \
+{                                                                                             \
+    return SKB((void *)ctx->args[0], NP_L3_AT_DATA, STAGE_driver_rx);                         \
+}                                                                                             \
+int P##driver_rx__tp_btf(struct bpf_raw_tracepoint_args *ctx)                                 \
+{                                                                                             \
+    void *skb = NP_TP_ARG(void *, ctx, 0);                                                    \
+    return TYPED(skb, NP_LOAD(void *, skb, OFF_SKB_DEV), NP_L3_AT_DATA, STAGE_driver_rx);     \
+}                                                                                             \
+int P##netif_receive_skb__kprobe_pskb(struct pt_regs *ctx)                                    \
+{                                                                                             \
+    return SKB(np_pskb((void *)PT_REGS_PARM1(ctx)), NP_L3_AT_DATA, STAGE_netif_receive_skb);  \
+}                                                                                             \
+int P##netif_receive_skb__kprobe(struct pt_regs *ctx)                                         \
+{                                                                                             \
+    return SKB((void *)PT_REGS_PARM1(ctx), NP_L3_AT_DATA, STAGE_netif_receive_skb);           \
+}                                                                                             \
+int P##netif_receive_skb__raw_tp(struct bpf_raw_tracepoint_args *ctx)                         \
+{                                                                                             \
+    return SKB((void *)ctx->args[0], NP_L3_AT_DATA, STAGE_netif_receive_skb);                 \
+}                                                                                             \
+int P##netif_receive_skb__tp_btf(struct bpf_raw_tracepoint_args *ctx)                         \
+{                                                                                             \
+    void *skb = NP_TP_ARG(void *, ctx, 0);                                                    \
+    return TYPED(skb, NP_LOAD(void *, skb, OFF_SKB_DEV), NP_L3_AT_DATA,                       \
+                 STAGE_netif_receive_skb);                                                    \
+}                                                                                             \
+int P##ip_rcv__kprobe(struct pt_regs *ctx)                                                    \
+{                                                                                             \
+    return SKB((void *)PT_REGS_PARM1(ctx), NP_L3_AT_DATA, STAGE_ip_rcv);                      \
+}                                                                                             \
+int P##l4_rcv__kprobe(struct pt_regs *ctx)                                                    \
+{                                                                                             \
+    return SKB((void *)PT_REGS_PARM1(ctx), NP_L3_AT_NETWORK_HEADER, STAGE_l4_rcv);            \
+}
+
+/* The IP layer's own hooks as BPF netfilter links (kernel >= 6.4): where kprobes are compiled
+ * out, they are the nearest place to ip_output, ip_rcv and L4 delivery. POST_ROUTING (inside
+ * ip_output) sees the packet leave through state->out; PRE_ROUTING (right after ip_rcv_core's
+ * checks) and LOCAL_IN (ip_local_deliver, the last IP step before tcp_v4_rcv / udp_rcv) see it
+ * come in through state->in. ctx->skb and ctx->state are BTF-typed. */
+
+/* struct bpf_nf_ctx: the context layout the kernel gives BPF_PROG_TYPE_NETFILTER programs */
+struct np_nf_ctx {
+    void *state; /* struct nf_hook_state * */
+    void *skb;
+};
+
+#define NP_NF_ACCEPT 1 /* netprobe only looks: every packet goes on */
+
+#define NP_NF_HOOKS(P, TYPED)                                                                 \
+int P##ip_output__netfilter(struct np_nf_ctx *ctx)                                            \
+{                                                                                             \
+    TYPED(ctx->skb, NP_LOAD(void *, ctx->state, OFF_NF_STATE_OUT), NP_L3_AT_DATA,             \
+          STAGE_ip_output);                                                                   \
+    return NP_NF_ACCEPT;                                                                      \
+}                                                                                             \
+int P##ip_rcv__netfilter(struct np_nf_ctx *ctx)                                               \
+{                                                                                             \
+    TYPED(ctx->skb, NP_LOAD(void *, ctx->state, OFF_NF_STATE_IN), NP_L3_AT_DATA, STAGE_ip_rcv); \
+    return NP_NF_ACCEPT;                                                                      \
+}                                                                                             \
+int P##l4_rcv__netfilter(struct np_nf_ctx *ctx)                                               \
+{                                                                                             \
+    TYPED(ctx->skb, NP_LOAD(void *, ctx->state, OFF_NF_STATE_IN), NP_L3_AT_DATA, STAGE_l4_rcv); \
+    return NP_NF_ACCEPT;                                                                      \
+}
+
+/* Where an skb's life ends: skb:kfree_skb(skb, location, reason) and skb:consume_skb(skb,
+ * location). END(skb, stage) is given the skb's address only: what a feature knew of the skb
+ * it learnt at the path's stages. */
+#define NP_END_HOOKS(P, END)                                                                  \
+int P##drop__raw_tp(struct bpf_raw_tracepoint_args *ctx)                                      \
+{                                                                                             \
+    return END((void *)ctx->args[0], STAGE_drop);                                             \
+}                                                                                             \
+int P##drop__tp_btf(struct bpf_raw_tracepoint_args *ctx)                                      \
+{                                                                                             \
+    return END(np_untyped(NP_TP_ARG(void *, ctx, 0)), STAGE_drop);                            \
+}                                                                                             \
+int P##consume__raw_tp(struct bpf_raw_tracepoint_args *ctx)                                   \
+{                                                                                             \
+    return END((void *)ctx->args[0], STAGE_consume);                                          \
+}                                                                                             \
+int P##consume__tp_btf(struct bpf_raw_tracepoint_args *ctx)                                   \
+{                                                                                             \
+    return END(np_untyped(NP_TP_ARG(void *, ctx, 0)), STAGE_consume);                         \
+}
+
+#endif
