@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .catalogue import Hook, STAGES
+from .catalogue import END_STAGES, Hook, STAGES
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,15 @@ COUNTING = ProgramSet("counting", ("l4_send.c", "dev_tx.c", "dev_rx.c", "netfilt
                       stages=tuple(s.name for s in STAGES),
                       maps=("counts", "dropped", "slots", "epoch", "released", "net_slots"))
 
-ALL: tuple[ProgramSet, ...] = (INVENTORY, COUNTING)
+# Per-hop latency histograms and the census of paths, per skb followed by address in the kernel
+# from its first stage to its end: probes/latency.h, read by latreader.py. Every stage that
+# has an skb (not the L4 send stages, which see a socket), and the ends.
+LATENCY = ProgramSet("latency", ("latency.c",), fn_prefix="lat__",
+                     stages=tuple(s.name for s in STAGES if s.per_device)
+                     + tuple(s.name for s in END_STAGES),
+                     maps=("inflight", "hops", "paths", "lat_stats"))
+
+ALL: tuple[ProgramSet, ...] = (INVENTORY, COUNTING, LATENCY)
 
 
 def sources(sets: tuple[ProgramSet, ...] | list[ProgramSet]) -> tuple[str, ...]:

@@ -22,8 +22,10 @@ from .errors import NetprobeError
 from .flowfilter import FlowFilter
 from .inventory import Inventory
 from .kernel import Kernel, ensure_tracefs
+from .latency import Latency
+from .latreader import LatencyReader
 from .program import Program, build
-from .programsets import COUNTING, INVENTORY, ProgramSet
+from .programsets import COUNTING, INVENTORY, LATENCY, ProgramSet
 from .stagestate import StageState
 
 __all__ = ["ProbeSession", "Counts"]
@@ -32,8 +34,9 @@ __all__ = ["ProbeSession", "Counts"]
 class ProbeSession:
     def __init__(self, flow: FlowFilter = FlowFilter(), prefer: Sequence[str] = (),
                  stages: Sequence[Stage] = ALL_STAGES, kernel: Kernel | None = None,
-                 sets: Sequence[ProgramSet] = (COUNTING,)):
+                 sets: Sequence[ProgramSet] = (COUNTING,), sample: int = 1):
         self.flow = flow
+        self.sample = sample  # the latency set follows one flow in `sample`
         self.prefer = tuple(prefer)
         self.kernel = kernel or Kernel()
         # the inventory always: every command names devices
@@ -50,6 +53,7 @@ class ProbeSession:
         self._attachments: Attachments | None = None
         self._inventory: Inventory | None = None
         self._counts: CountReader | None = None
+        self._latency: LatencyReader | None = None
         self._lock = threading.RLock()
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -87,6 +91,8 @@ class ProbeSession:
                                     self.kernel.symbolize)
         if COUNTING in self.sets:
             self._counts = CountReader(self.maps)
+        if LATENCY in self.sets:
+            self._latency = LatencyReader(self.maps, self.sample)
         self._attachments = Attachments(self.kernel, self._loaded, self.sets, self.prefer)
         self._attachments.attach_stages(self.stages)
         self.refresh()
@@ -94,7 +100,7 @@ class ProbeSession:
 
     def build_program(self) -> Program:
         """The C to load; the benchmark's floor (empty programs on the same hooks) overrides it."""
-        return build(self.kernel, self.flow, self.sets)
+        return build(self.kernel, self.flow, self.sets, sample=self.sample)
 
     def close(self) -> None:
         with self._lock:
@@ -144,3 +150,10 @@ class ProbeSession:
             if self._counts is None:
                 raise NetprobeError("this session does not count (no counting program set)")
             return self._counts.read(self.devices.values(), self.namespaces)
+
+    def read_latency(self) -> Latency:
+        """Hop histograms and the census of paths, cumulative since attach."""
+        with self._lock:
+            if self._latency is None:
+                raise NetprobeError("this session does not follow skbs (no latency program set)")
+            return self._latency.read()
