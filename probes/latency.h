@@ -25,18 +25,21 @@
 #define NP_PATH_MAX 12    /* steps a path keeps; longer paths are told apart by hash alone */
 
 /* How a path ended (latency.py: ENDS) */
-#define NP_END_DELIVERED 0 /* consumed after it reached L4 */
+#define NP_END_DELIVERED 0 /* read by a socket, or consumed after it reached L4 */
 #define NP_END_CONSUMED 1  /* consumed before L4: a transmitted skb freed by its driver, ... */
 #define NP_END_DROPPED 2   /* kfree_skb */
-#define NP_END_UNSEEN 3    /* freed where no tracepoint fires (TCP frees most of its skbs so):
-                            * noticed when the address starts another path */
-#define NP_NENDS 4
+#define NP_NENDS 3
+/* Many skbs are freed where no tracepoint fires (__kfree_skb, the per-CPU skb caches: most of
+ * UDP's and TCP's on 6.18); that is seen only when the address starts another path. Every drop
+ * goes through kfree_skb_reason, which fires skb:kfree_skb, so such an end is no drop: it is
+ * counted as delivered (after L4) or consumed, and as inferred. */
 
 /* lat_stats indexes (latency.py: STATS) */
 #define NP_LAT_FOLLOWED 0  /* paths started */
 #define NP_LAT_ENDED 1     /* paths ended, in the census or its overflow */
 #define NP_LAT_HOPS_LOST 2 /* hop times not kept: `hops` was full */
-#define NP_LAT_OTHER 3     /* + end: paths counted as "other", the census being full */
+#define NP_LAT_INFERRED 3  /* paths whose end was inferred, not seen */
+#define NP_LAT_OTHER 4     /* + end: paths counted as "other", the census being full */
 #define NP_LAT_NSTATS (NP_LAT_OTHER + NP_NENDS)
 
 struct np_step {
@@ -184,7 +187,7 @@ static __always_inline void np_lat_close(u64 addr, struct np_flight *f, u32 end)
             if (p)
                 __sync_fetch_and_add(&p->packets, 1);
             else
-                np_lat_stat(NP_LAT_OTHER + (end < NP_NENDS ? end : NP_END_UNSEEN));
+                np_lat_stat(NP_LAT_OTHER + (end < NP_NENDS ? end : NP_END_CONSUMED));
         }
     }
     np_lat_stat(NP_LAT_ENDED);
@@ -232,7 +235,8 @@ static __always_inline void np_lat_at(u64 addr, void *l3, u32 netns, u32 ifindex
     u64 now = bpf_ktime_get_ns();
     struct np_flight *f = inflight.lookup(&addr);
     if (f && !np_lat_follows(f, stage, netns, ifindex)) {
-        np_lat_close(addr, f, NP_END_UNSEEN);
+        np_lat_close(addr, f, f->delivered ? NP_END_DELIVERED : NP_END_CONSUMED);
+        np_lat_stat(NP_LAT_INFERRED);
         f = NULL;
     }
     if (!f) {
@@ -295,9 +299,9 @@ static __always_inline int np_lat_end(void *skb, u32 stage)
     if (!f)
         return 0;
     np_hist_add(f->netns, f->ifindex, f->stage, stage, 0, bpf_ktime_get_ns() - f->ts);
-    np_lat_close(addr, f, stage == STAGE_drop ? NP_END_DROPPED
-                          : f->delivered     ? NP_END_DELIVERED
-                                             : NP_END_CONSUMED);
+    np_lat_close(addr, f, stage == STAGE_drop                    ? NP_END_DROPPED
+                          : f->delivered || stage == STAGE_read ? NP_END_DELIVERED
+                                                                : NP_END_CONSUMED);
     return 0;
 }
 

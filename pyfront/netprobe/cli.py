@@ -6,7 +6,8 @@ import sys
 import click
 
 from . import __version__
-from .cli_options import _sigterm_exits, flow_options, make_flow, prefer_order
+from .cli_options import (_sigterm_exits, flow_options, latency_options, latency_sets, make_flow,
+                          prefer_order)
 from .errors import NetprobeError, one_line
 from .report import DeviceSelector
 
@@ -28,24 +29,29 @@ def cli():
 @click.option("--all", "show_all", is_flag=True, help="Show quiet devices of every namespace too.")
 @click.option("--ready-file", type=click.Path(dir_okay=False), hidden=True,
               help="Touch this file once the probes are attached (for tests and scripts).")
+@latency_options
 @click.option("--ebpf", is_flag=True, help="Print the generated BPF C and exit.")
 def watch(proto, port, host, device, exclude_device, prefer, interval, count, duration, once,
-          as_json, show_all, ready_file, ebpf):
-    """Live per-device, per-stage sk_buff counts (sudo netprobe watch)."""
+          as_json, show_all, ready_file, latency, sample, ebpf):
+    """Live per-device, per-stage sk_buff counts (sudo netprobe watch); with --latency, the
+    time each hop between stages takes (p50/p99) and the paths skbs take."""
     from .watch import run_watch
 
     flow = make_flow(proto, port, host)
+    sets = latency_sets(latency, sample)
     if ebpf:
         from .kernel import Kernel
         from .program import build
-        click.echo(build(Kernel(), flow).render())
+        from .programsets import INVENTORY
+        click.echo(build(Kernel(), flow, (INVENTORY, *sets), sample=sample).render())
         return
     if once:
         count = 1
     _sigterm_exits()
     run_watch(flow=flow, selector=DeviceSelector(tuple(device), tuple(exclude_device)),
               prefer=prefer_order(prefer), interval=interval, count=count, duration=duration,
-              as_json=as_json, show_all=show_all, ready_file=ready_file)
+              as_json=as_json, show_all=show_all, ready_file=ready_file, latency=latency,
+              sample=sample)
 
 
 @cli.command()

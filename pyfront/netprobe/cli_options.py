@@ -25,6 +25,25 @@ def flow_options(f):
     return f
 
 
+def latency_options(f):
+    """--latency and --sample, shared by watch and export."""
+    f = click.option("--sample", type=click.IntRange(min=1), default=1, metavar="N",
+                     help="With --latency: follow one flow in N, chosen in the kernel by a hash "
+                          "of its addresses and ports (counts stay exact).")(f)
+    f = click.option("--latency", is_flag=True,
+                     help="Also time each hop between stages and count the paths skbs take.")(f)
+    return f
+
+
+def latency_sets(latency: bool, sample: int):
+    """The program sets for --latency/--sample; --sample alone is a usage error"""
+    from .programsets import COUNTING, LATENCY
+
+    if sample > 1 and not latency:
+        raise click.UsageError("--sample applies to --latency")
+    return (COUNTING, LATENCY) if latency else (COUNTING,)
+
+
 def make_flow(proto, port, host) -> FlowFilter:
     return FlowFilter(proto, port, host)
 

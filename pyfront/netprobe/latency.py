@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, NamedTuple, Sequence
 
 # as probes/latency.h numbers them
-ENDS = ("delivered", "consumed", "dropped", "unseen")
+ENDS = ("delivered", "consumed", "dropped")
 BUCKETS = 40  # bucket b holds [2^(b-1), 2^b) ns; the last also what is longer
-STATS = ("followed", "ended", "hops_lost", *(f"other_{e}" for e in ENDS))
+STATS = ("followed", "ended", "hops_lost", "inferred", *(f"other_{e}" for e in ENDS))
 
 
 def bucket_bound_ns(b: int) -> float:

@@ -11,20 +11,26 @@ from typing import Sequence
 from .errors import NetprobeError
 from .flowfilter import FlowFilter
 from .kernel import require_root
+from .latreport import Names, interval_rows
+from .latreport import to_json as latency_json
 from .report import DeviceSelector, active_rows, device_rows, protocol_rows, to_json
 from .stagestate import to_json as state_json
 
 
 def run_watch(*, flow: FlowFilter, selector: DeviceSelector, prefer: Sequence[str],
               interval: float, count: int | None, duration: float | None, as_json: bool,
-              show_all: bool, ready_file: str | None) -> None:
+              show_all: bool, ready_file: str | None, latency: bool = False,
+              sample: int = 1) -> None:
     require_root()
+    from .programsets import COUNTING, LATENCY
     from .session import ProbeSession
 
-    with ProbeSession(flow=flow, prefer=prefer) as session:
+    sets = (COUNTING, LATENCY) if latency else (COUNTING,)
+    with ProbeSession(flow=flow, prefer=prefer, sets=sets, sample=sample) as session:
         if not any(st.attached for st in session.states.values()):
             raise NetprobeError("no stage could be attached on this kernel: run `netprobe doctor`")
         before = session.read()
+        lat_before = session.read_latency() if latency else None
         if ready_file:
             Path(ready_file).write_text(json.dumps(
                 {name: state_json(st) for name, st in session.states.items()}))
@@ -55,19 +61,30 @@ def run_watch(*, flow: FlowFilter, selector: DeviceSelector, prefer: Sequence[st
                 if not show_all:
                     rows = active_rows(rows)
                 prows = protocol_rows(now.values, before.values, seconds, names)
+                lat = session.read_latency() if latency else None
+                if lat is not None:
+                    lat_rows = interval_rows(lat, lat_before, Names(session.devices, names),
+                                             selector.wants)
                 if as_json:
                     obj = to_json(rows, prows, time=datetime.now(timezone.utc).isoformat(),
                                   seconds=seconds, states=session.states,
                                   flow=flow.describe(), dropped=now.dropped,
                                   warnings=session.warnings)
+                    if lat is not None:
+                        obj["latency"] = latency_json(lat, *lat_rows)
                     print(json.dumps(obj), flush=True)
                 else:
                     from .view import render
 
-                    live.update(render(rows, prows, session.states, flow=flow.describe(),
-                                       seconds=seconds, dropped=now.dropped,
-                                       warnings=session.warnings), refresh=True)
-                before = now
+                    view = render(rows, prows, session.states, flow=flow.describe(),
+                                  seconds=seconds, dropped=now.dropped, warnings=session.warnings)
+                    if lat is not None:
+                        from rich.console import Group
+
+                        from .latview import render_latency
+                        view = Group(view, render_latency(lat, *lat_rows))
+                    live.update(view, refresh=True)
+                before, lat_before = now, lat
                 n += 1
                 if (count and n >= count) or (deadline is not None and time.monotonic() >= deadline):
                     break
@@ -76,3 +93,4 @@ def run_watch(*, flow: FlowFilter, selector: DeviceSelector, prefer: Sequence[st
         finally:
             if live is not None:
                 live.stop()
+

@@ -5,7 +5,7 @@ from netprobe.latency import (BUCKETS, ENDS, STATS, Histogram, HopKey, Latency, 
                               hop_deltas, hop_histograms, path_deltas)
 
 NAMES = ("tcp_sendmsg", "udp_sendmsg", "ip_output", "dev_queue_xmit", "driver_xmit", "driver_rx",
-         "netif_receive_skb", "ip_rcv", "l4_rcv", "drop", "consume")
+         "netif_receive_skb", "ip_rcv", "l4_rcv", "drop", "consume", "read")
 
 
 def hist(**at):
