@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import click
 
-from .cli_options import _sigterm_exits, flow_options, make_flow, prefer_order
+from .cli_options import (_sigterm_exits, flow_options, latency_options, latency_sets, make_flow,
+                          prefer_order)
 from .exporter import DEFAULT_LISTEN, parse_listen_address
 from .report import DeviceSelector
 
@@ -32,18 +33,21 @@ class ListenAddress(click.ParamType):
               help="The PEM private key for --web.tls-cert-file.")
 @click.option("--ready-file", type=click.Path(dir_okay=False), hidden=True,
               help="Write the URL and stage mechanisms here once serving (for tests and scripts).")
+@latency_options
 @click.option("--ebpf", is_flag=True, help="Print the generated BPF C and exit.")
 def export(proto, port, host, device, exclude_device, prefer, listen, tls_cert, tls_key,
-           ready_file, ebpf):
+           ready_file, latency, sample, ebpf):
     """Serve per-device, per-stage sk_buff counts as Prometheus metrics at /metrics
     (sudo netprobe export). Counts are read from the kernel at each scrape."""
     if bool(tls_cert) != bool(tls_key):
         raise click.UsageError("--web.tls-cert-file and --web.tls-key-file go together")
     flow = make_flow(proto, port, host)
+    sets = latency_sets(latency, sample)
     if ebpf:
         from .kernel import Kernel
         from .program import build
-        click.echo(build(Kernel(), flow).render())
+        from .programsets import INVENTORY
+        click.echo(build(Kernel(), flow, (INVENTORY, *sets), sample=sample).render())
         return
     from .export_server import run_export
 
@@ -51,4 +55,4 @@ def export(proto, port, host, device, exclude_device, prefer, listen, tls_cert, 
     run_export(host=listen[0], port=listen[1], flow=flow,
                selector=DeviceSelector(tuple(device), tuple(exclude_device)),
                prefer=prefer_order(prefer), tls_cert=tls_cert, tls_key=tls_key,
-               ready_file=ready_file)
+               ready_file=ready_file, sets=sets, sample=sample)
