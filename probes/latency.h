@@ -171,8 +171,8 @@ static __always_inline void np_lat_step(struct np_flight *f, u32 stage, u32 netn
         f->delivered = 1;
 }
 
-/* Count the path in the census, or as "other" when the census is full; forget the skb */
-static __always_inline void np_lat_close(u64 addr, struct np_flight *f, u32 end)
+/* Count the path in the census, or as "other" when the census is full */
+static __always_inline void np_lat_close(struct np_flight *f, u32 end)
 {
     struct np_path_key k = {.hash = f->hash, .end = end};
     struct np_path *p = paths.lookup(&k);
@@ -191,7 +191,6 @@ static __always_inline void np_lat_close(u64 addr, struct np_flight *f, u32 end)
         }
     }
     np_lat_stat(NP_LAT_ENDED);
-    inflight.delete(&addr);
 }
 
 /* Sampling keeps a flow's packets together, both ways: a hash of its addresses (and ports, for
@@ -229,25 +228,40 @@ static __always_inline int np_lat_sampled(void *l3)
 #define NP_LAT_L3(GET, skb, l3_at) ((void *)0)
 #endif
 
+static __always_inline void np_lat_start(struct np_flight *f, u64 now, u32 stage, u32 netns,
+                                         u32 ifindex)
+{
+    f->first_ts = f->ts = now;
+    f->hash = 0;
+    f->n = 0;
+    f->delivered = 0;
+    f->first_stage = stage;
+    np_lat_step(f, stage, netns, ifindex);
+    np_lat_stat(NP_LAT_FOLLOWED);
+}
+
 /* An skb at a path stage, on a known device */
 static __always_inline void np_lat_at(u64 addr, void *l3, u32 netns, u32 ifindex, u32 stage)
 {
-    u64 now = bpf_ktime_get_ns();
+    /* a flow not sampled is let go before the in-flight lookup (~100 ns): the hash reads the
+     * packet's headers, which are where the flow filter finds them at every stage */
+    if (!np_lat_sampled(l3))
+        return;
     struct np_flight *f = inflight.lookup(&addr);
     if (f && !np_lat_follows(f, stage, netns, ifindex)) {
-        np_lat_close(addr, f, f->delivered ? NP_END_DELIVERED : NP_END_CONSUMED);
+        np_lat_close(f, f->delivered ? NP_END_DELIVERED : NP_END_CONSUMED);
         np_lat_stat(NP_LAT_INFERRED);
-        f = NULL;
-    }
-    if (!f) {
-        if (!np_lat_sampled(l3))
-            return;
-        struct np_flight fresh = {.first_ts = now, .ts = now, .first_stage = stage};
-        np_lat_step(&fresh, stage, netns, ifindex);
-        inflight.update(&addr, &fresh);
-        np_lat_stat(NP_LAT_FOLLOWED);
+        /* the address starts a new path: its entry is reused in place */
+        np_lat_start(f, bpf_ktime_get_ns(), stage, netns, ifindex);
         return;
     }
+    if (!f) {
+        struct np_flight fresh = {};
+        np_lat_start(&fresh, bpf_ktime_get_ns(), stage, netns, ifindex);
+        inflight.update(&addr, &fresh);
+        return;
+    }
+    u64 now = bpf_ktime_get_ns();
     np_hist_add(netns, ifindex, f->stage, stage, 0, now - f->ts);
     if (stage == STAGE_l4_rcv && f->n > 1)
         np_hist_add(netns, ifindex, f->first_stage, stage, 1, now - f->first_ts);
@@ -299,9 +313,10 @@ static __always_inline int np_lat_end(void *skb, u32 stage)
     if (!f)
         return 0;
     np_hist_add(f->netns, f->ifindex, f->stage, stage, 0, bpf_ktime_get_ns() - f->ts);
-    np_lat_close(addr, f, stage == STAGE_drop                    ? NP_END_DROPPED
-                          : f->delivered || stage == STAGE_read ? NP_END_DELIVERED
-                                                                : NP_END_CONSUMED);
+    np_lat_close(f, stage == STAGE_drop                    ? NP_END_DROPPED
+                    : f->delivered || stage == STAGE_read ? NP_END_DELIVERED
+                                                          : NP_END_CONSUMED);
+    inflight.delete(&addr);
     return 0;
 }
 

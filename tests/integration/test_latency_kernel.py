@@ -96,3 +96,25 @@ def test_hop_counts_equal_the_counts_at_their_destination_and_medians_add_up(lat
         # a median of a sum is not the sum of the medians, and log2 buckets are coarse: the
         # chain may stray from the end-to-end median by a bucket's width, no more
         assert e2e / 2 <= chain <= e2e * 2, (chain, e2e)
+
+
+def test_sampling_follows_whole_flows_and_leaves_the_counts_exact(bpf_ok):
+    with ProbeSession(sets=(COUNTING, LATENCY), sample=2) as s, VethPair.create() as pair:
+        s.refresh()
+        lo = dev(s, pair.a.ns, "lo")
+        followed = []
+        for i in range(12):  # each its own source port: its own hash
+            before, lb = s.read(), s.read_latency()
+            assert udp_flow(server_addr="127.0.0.1", port=PORT + 1 + i, count=20,
+                            server_ns=pair.a.path, client_ns=pair.a.path) == 20
+            after, la = s.read(), s.read_latency()
+            hops = hop_deltas(la.hops, lb.hops)
+            timed = sum(h.count for k, h in hops.items() if (k.netns, k.ifindex, k.src, k.dst)
+                        == (lo.netns, lo.ifindex, "driver_xmit", "driver_rx"))
+            counted = (after.values[(lo.netns, lo.ifindex, "driver_rx")][0]
+                       - before.values.get((lo.netns, lo.ifindex, "driver_rx"), (0, 0))[0])
+            assert counted == 20  # the counts do not sample
+            assert timed in (0, 20), timed  # a flow is followed whole or not at all
+            followed.append(timed == 20)
+        assert la.sample == 2
+        assert any(followed) and not all(followed), followed  # (1 in 2^11 runs fails by chance)
