@@ -140,16 +140,18 @@ static __always_inline void np_hist_add(u32 netns, u32 ifindex, u32 from, u32 to
 }
 
 /* Whether a stage can come next on an skb's way; if not, its address was freed unseen and
- * reused. Forward in path order, on through a stacked device at the same stage, or back from
- * a receive stage below L4 to a transmit stage (forwarded, bridged). */
+ * reused. Forward in path order, on through a stacked device at the same stage, or, in the
+ * same namespace, from ip_rcv to ip_output (routed) or from netif_receive_skb to
+ * dev_queue_xmit (bridged). */
 static __always_inline int np_lat_follows(struct np_flight *f, u32 stage, u32 netns, u32 ifindex)
 {
     if (stage > f->stage)
         return 1;
     if (stage == f->stage)
         return f->ifindex != ifindex || f->netns != netns;
-    return f->stage >= STAGE_driver_rx && f->stage < STAGE_l4_rcv &&
-           stage >= STAGE_ip_output && stage <= STAGE_driver_xmit;
+    return f->netns == netns &&
+           ((f->stage == STAGE_ip_rcv && stage == STAGE_ip_output) ||
+            (f->stage == STAGE_netif_receive_skb && stage == STAGE_dev_queue_xmit));
 }
 
 static __always_inline void np_lat_step(struct np_flight *f, u32 stage, u32 netns, u32 ifindex)
