@@ -3,7 +3,9 @@ traffic. Hop histograms are checked against the counting set's counts taken in t
 session, and the census against a ping whose path is known."""
 import pytest
 
+from netprobe.catalogue import KPROBE, RAW_TRACEPOINT
 from netprobe.flowfilter import FlowFilter
+from netprobe.kernel import Kernel
 from netprobe.latency import hop_deltas, path_deltas
 from netprobe.programsets import COUNTING, LATENCY
 from netprobe.session import ProbeSession
@@ -15,9 +17,17 @@ LOOPBACK_PATH = ["ip_output", "dev_queue_xmit", "driver_xmit", "driver_rx", "net
                  "ip_rcv", "l4_rcv"]
 
 
-@pytest.fixture(scope="module")
-def latency(bpf_ok):
-    with ProbeSession(sets=(COUNTING, LATENCY)) as s:
+# as in test_kernel_counts: this kernel's default choice and, without kprobes, also the plain
+# raw tracepoint programs that kernels without tp_btf get
+MECHANISMS = [None] + ([RAW_TRACEPOINT] if KPROBE not in Kernel().mechanisms else [])
+
+
+@pytest.fixture(scope="module", params=MECHANISMS)
+def latency(bpf_ok, request):
+    prefer = (request.param,) if request.param else ()
+    with ProbeSession(sets=(COUNTING, LATENCY), prefer=prefer) as s:
+        if request.param:
+            assert s.states["consume"].mechanism == request.param
         yield s
 
 
