@@ -55,6 +55,7 @@ struct np_flight {
     u64 hash; /* of the steps so far: the census key */
     u32 netns; /* its last stage's device */
     u32 ifindex;
+    u32 epoch; /* lat_epoch when the path started */
     u8 stage;
     u8 first_stage;
     u8 n; /* steps taken; only the first NP_PATH_MAX are kept */
@@ -64,6 +65,8 @@ struct np_flight {
 };
 
 BPF_TABLE("lru_hash", u64, struct np_flight, inflight, NP_LAT_INFLIGHT);
+/* [0]: set by user space to tell apart the paths that start after it (prove, per flow) */
+BPF_ARRAY(lat_epoch, u32, 1);
 
 /* A hop: from one stage to the next (span 0), or from the path's first stage to L4 delivery
  * (span 1, the end-to-end time the hops add up to), on the destination stage's device */
@@ -85,7 +88,7 @@ BPF_PERCPU_HASH(hops, struct np_hop_key, struct np_hist, NP_LAT_HOPS);
 struct np_path_key {
     u64 hash;
     u32 end;
-    u32 pad;
+    u32 epoch;
 };
 
 struct np_path {
@@ -176,7 +179,7 @@ static __always_inline void np_lat_step(struct np_flight *f, u32 stage, u32 netn
 /* Count the path in the census, or as "other" when the census is full */
 static __always_inline void np_lat_close(struct np_flight *f, u32 end)
 {
-    struct np_path_key k = {.hash = f->hash, .end = end};
+    struct np_path_key k = {.hash = f->hash, .end = end, .epoch = f->epoch};
     struct np_path *p = paths.lookup(&k);
     if (p) {
         __sync_fetch_and_add(&p->packets, 1);
@@ -238,6 +241,9 @@ static __always_inline void np_lat_start(struct np_flight *f, u64 now, u32 stage
     f->n = 0;
     f->delivered = 0;
     f->first_stage = stage;
+    u32 zero = 0;
+    u32 *ep = lat_epoch.lookup(&zero);
+    f->epoch = ep ? *ep : 0;
     np_lat_step(f, stage, netns, ifindex);
     np_lat_stat(NP_LAT_FOLLOWED);
 }

@@ -8,6 +8,7 @@ from typing import Callable, Iterable, Mapping, NamedTuple, Sequence
 
 # as probes/latency.h numbers them
 ENDS = ("delivered", "consumed", "dropped")
+IN_FLIGHT = "in flight"
 BUCKETS = 40  # bucket b holds [2^(b-1), 2^b) ns; the last also what is longer
 STATS = ("followed", "ended", "hops_lost", "inferred", *(f"other_{e}" for e in ENDS))
 
@@ -78,7 +79,7 @@ class Step:
 class Path:
     steps: tuple[Step, ...]  # the first ones, up to probes/latency.h's NP_PATH_MAX
     length: int              # the steps the skb took
-    end: str
+    end: str                 # ENDS, or IN_FLIGHT for a path not ended yet
     packets: int
 
     @property
@@ -130,14 +131,16 @@ def hop_histograms(rows: Iterable[tuple[int, int, int, int, int, Sequence[Sequen
 
 def census(rows: Iterable[tuple[int, int, Sequence[int], Sequence[tuple[int, int]], int]],
            stage_names: Sequence[str], keep: int) -> tuple[Path, ...]:
-    """From the paths map: (end id, length, stage ids, (netns, ifindex) steps, packets),
-    most packets first. keep: the steps the kernel keeps of a path."""
-    paths = []
+    """From the paths map: (end id, length, stage ids, (netns, ifindex) steps, packets), the
+    rows of one path in several epochs summed, most packets first. keep: the steps the kernel
+    keeps of a path; an end id past ENDS is a path still in flight."""
+    paths: dict[tuple, int] = {}
     for end, length, stages, steps, packets in rows:
         n = min(length, keep)
-        paths.append(Path(tuple(Step(stage_names[stages[i]], *steps[i]) for i in range(n)),
-                          length, ENDS[end] if end < len(ENDS) else ENDS[-1], packets))
-    return tuple(sorted(paths, key=lambda p: -p.packets))
+        key = (tuple(Step(stage_names[stages[i]], *steps[i]) for i in range(n)), length,
+               ENDS[end] if end < len(ENDS) else IN_FLIGHT)
+        paths[key] = paths.get(key, 0) + packets
+    return tuple(sorted((Path(*k, n) for k, n in paths.items()), key=lambda p: -p.packets))
 
 
 def path_deltas(now: Sequence[Path], before: Sequence[Path]) -> list[Path]:

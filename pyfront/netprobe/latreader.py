@@ -7,7 +7,7 @@ from typing import Mapping
 
 from . import bpfmaps
 from .catalogue import ALL_STAGES
-from .latency import STATS, Latency, census, hop_histograms
+from .latency import ENDS, STATS, Latency, Path, census, hop_histograms
 
 _STAGE_NAMES = tuple(s.name for s in ALL_STAGES)
 
@@ -29,3 +29,21 @@ class LatencyReader:
         # the LRU's live entries: one GET_NEXT_KEY each, ~1 µs apiece (16k at most)
         in_flight = len(m["inflight"].keys())
         return Latency(time.monotonic(), hops, paths, stats, in_flight, self.sample)
+
+    def begin_epoch(self) -> int:
+        """Paths that start from now on are told apart by this number (paths_of)"""
+        ep = self._maps["lat_epoch"]
+        n = ep[0].value + 1
+        ep[0] = ep.value_type(n)
+        return n
+
+    def paths_of(self, epoch: int) -> tuple[Path, ...]:
+        """The paths that started in this epoch: ended (the census) or still in flight — an skb
+        whose end no tracepoint showed stays in flight until its address is reused"""
+        m = self._maps
+        keep = len(m["paths"].value_type().stages)
+        rows = [(k.end, v.n, list(v.stages), [(s.netns, s.ifindex) for s in v.steps], v.packets)
+                for k, v in m["paths"].items() if k.epoch == epoch]
+        rows += [(len(ENDS), f.n, list(f.stages), [(s.netns, s.ifindex) for s in f.steps], 1)
+                 for f in m["inflight"].values() if f.epoch == epoch and f.n]
+        return census(rows, _STAGE_NAMES, keep)

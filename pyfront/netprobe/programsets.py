@@ -46,7 +46,7 @@ COUNTING = ProgramSet("counting", ("l4_send.c", "dev_tx.c", "dev_rx.c", "netfilt
 LATENCY = ProgramSet("latency", ("latency.c",), fn_prefix="lat__",
                      stages=tuple(s.name for s in STAGES if s.per_device)
                      + tuple(s.name for s in END_STAGES),
-                     maps=("inflight", "hops", "paths", "lat_stats"))
+                     maps=("inflight", "hops", "paths", "lat_stats", "lat_epoch"))
 
 ALL: tuple[ProgramSet, ...] = (INVENTORY, COUNTING, LATENCY)
 

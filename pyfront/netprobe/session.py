@@ -154,6 +154,19 @@ class ProbeSession:
     def read_latency(self) -> Latency:
         """Hop histograms and the census of paths, cumulative since attach."""
         with self._lock:
-            if self._latency is None:
-                raise NetprobeError("this session does not follow skbs (no latency program set)")
-            return self._latency.read()
+            return self._require_latency().read()
+
+    def begin_epoch(self) -> int:
+        """Tell apart the paths that start from now on (paths_of)"""
+        with self._lock:
+            return self._require_latency().begin_epoch()
+
+    def paths_of(self, epoch: int):
+        """The paths started since begin_epoch() returned `epoch`, ended or in flight"""
+        with self._lock:
+            return self._require_latency().paths_of(epoch)
+
+    def _require_latency(self) -> LatencyReader:
+        if self._latency is None:
+            raise NetprobeError("this session does not follow skbs (no latency program set)")
+        return self._latency

@@ -73,3 +73,11 @@ def test_evicted_is_what_started_and_neither_ended_nor_is_in_flight():
     stats = dict.fromkeys(STATS, 0) | {"followed": 100, "ended": 90}
     assert Latency(0, {}, (), stats, in_flight=4).evicted == 6
     assert set(Latency(0, {}, (), stats, 0).other) == set(ENDS)
+
+
+def test_census_sums_a_path_over_epochs_and_marks_paths_in_flight():
+    lo = [(7, 1)] * 12
+    rows = [(0, 2, [2, 3] + [0] * 10, lo, 2), (0, 2, [2, 3] + [0] * 10, lo, 3),
+            (len(ENDS), 2, [2, 3] + [0] * 10, lo, 1)]
+    paths = census(rows, NAMES, keep=12)
+    assert [(p.end, p.packets) for p in paths] == [("delivered", 5), ("in flight", 1)]
