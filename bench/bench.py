@@ -31,12 +31,12 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "pyfront"))
 
 from netprobe.catalogue import ALL_STAGES  # noqa: E402
-from netprobe.programsets import ALL  # noqa: E402
+from netprobe.programsets import ALL as ALL_SETS  # noqa: E402
 from netprobe.topology import VethPair  # noqa: E402
 
 PORT = 5201
 HOOK_FNS = sorted({h.fn for s in ALL_STAGES for c in s.candidates for h in c.hooks})
-PREFIXES = sorted({ps.fn_prefix for ps in ALL}, key=len, reverse=True)  # "trace__", then ""
+PREFIXES = sorted({s.fn_prefix for s in ALL_SETS}, key=len, reverse=True)  # "lat__", ""
 PY = sys.executable
 NETPROBE = [PY, "-m", "netprobe"]
 ENV = dict(os.environ, PYTHONPATH=str(ROOT / "pyfront"))
@@ -46,6 +46,12 @@ ENV = dict(os.environ, PYTHONPATH=str(ROOT / "pyfront"))
 BPFTRACE_PROG = ("tracepoint:net:net_dev_queue,tracepoint:net:net_dev_start_xmit,"
                  "tracepoint:net:netif_rx,tracepoint:net:napi_gro_receive_entry,"
                  "tracepoint:net:netif_receive_skb { @[probe, str(args->name)] = count(); }")
+# The peer a user would write for one of the hops `--latency` times (dev_queue_xmit →
+# driver_xmit), as bpftrace: a start time per skb address, a log2 histogram per device.
+BPFTRACE_HOP_PROG = ("tracepoint:net:net_dev_queue { @start[args->skbaddr] = nsecs; } "
+                     "tracepoint:net:net_dev_start_xmit /@start[args->skbaddr]/ { "
+                     "@hop_ns[str(args->name)] = hist(nsecs - @start[args->skbaddr]); "
+                     "delete(@start[args->skbaddr]); }")
 
 
 def sh(cmd, **kw):
@@ -222,6 +228,19 @@ def config_trace_one_flow(env, tmp):
     return _trace(["--port", str(PORT)], tmp)
 
 
+def config_netprobe_latency(env, tmp):
+    return _netprobe(["--latency"], tmp)
+
+
+def config_netprobe_latency_sample100(env, tmp):
+    return _netprobe(["--latency", "--sample", "100"], tmp)
+
+
+def config_bpftrace_hop(env, tmp):
+    return _process(["bpftrace", "-e", BPFTRACE_HOP_PROG], ready_line=("stdout", "Attaching"),
+                    what="bpftrace")
+
+
 def config_bpftrace(env, tmp):
     return _process(["bpftrace", "-e", BPFTRACE_PROG], ready_line=("stdout", "Attaching"),
                     what="bpftrace")
@@ -236,7 +255,10 @@ def config_tcpdump(env, tmp):
 CONFIGS = {"none": config_none, "empty_programs": config_floor, "netprobe": config_netprobe,
            "netprobe_port_filter": config_netprobe_filtered, "bpftrace": config_bpftrace,
            "tcpdump": config_tcpdump, "netprobe_raw_tp": config_netprobe_raw_tp,
-           "trace_no_match": config_trace_no_match, "trace_one_flow": config_trace_one_flow}
+           "trace_no_match": config_trace_no_match, "trace_one_flow": config_trace_one_flow,
+           "netprobe_latency": config_netprobe_latency,
+           "netprobe_latency_sample100": config_netprobe_latency_sample100,
+           "bpftrace_hop": config_bpftrace_hop}
 # netprobe as another kernel would run it: the report gives the targets for it too
 VARIANTS = {"netprobe_raw_tp": "netprobe --prefer raw_tracepoint (kernels without tp_btf)"}
 
@@ -353,7 +375,7 @@ def hook_label(prog_name: str) -> str:
         for fn in HOOK_FNS:
             fn = prefix + fn
             if fn == prog_name or (len(prog_name) == 15 and fn.startswith(prog_name)):
-                return fn[len(prefix):].split("__")[0]
+                return prefix + fn[len(prefix):].split("__")[0]
     return prog_name
 
 
@@ -458,7 +480,9 @@ def main():
                                               [c for c in ("empty_programs", "netprobe",
                                                            "netprobe_port_filter",
                                                            "netprobe_raw_tp", "trace_no_match",
-                                                           "trace_one_flow") if c in configs]),
+                                                           "trace_one_flow", "netprobe_latency",
+                                                           "netprobe_latency_sample100",
+                                                           "bpftrace_hop") if c in configs]),
                  "drop_ns": drop_cost(loadgen, first, tmp, configs)}
     finally:
         pair.delete()

@@ -159,4 +159,34 @@ int P##l4_rcv__netfilter(struct np_nf_ctx *ctx)                                 
     return NP_NF_ACCEPT;                                                                      \
 }
 
+/* Where an skb's life ends: skb:kfree_skb(skb, location, reason), skb:consume_skb(skb,
+ * location) and skb:skb_copy_datagram_iovec(skb, len), a socket's reader copying it out.
+ * END(ctx, skb, stage) is given the skb's address only: what a feature knew of the skb it
+ * learnt at the path's stages. */
+#define NP_END_HOOKS(P, END)                                                                  \
+int P##drop__raw_tp(struct bpf_raw_tracepoint_args *ctx)                                      \
+{                                                                                             \
+    return END(ctx, (void *)ctx->args[0], STAGE_drop);                                        \
+}                                                                                             \
+int P##drop__tp_btf(struct bpf_raw_tracepoint_args *ctx)                                      \
+{                                                                                             \
+    return END(ctx, np_untyped(NP_TP_ARG(void *, ctx, 0)), STAGE_drop);                       \
+}                                                                                             \
+int P##consume__raw_tp(struct bpf_raw_tracepoint_args *ctx)                                   \
+{                                                                                             \
+    return END(ctx, (void *)ctx->args[0], STAGE_consume);                                     \
+}                                                                                             \
+int P##consume__tp_btf(struct bpf_raw_tracepoint_args *ctx)                                   \
+{                                                                                             \
+    return END(ctx, np_untyped(NP_TP_ARG(void *, ctx, 0)), STAGE_consume);                    \
+}                                                                                             \
+int P##read__raw_tp(struct bpf_raw_tracepoint_args *ctx)                                      \
+{                                                                                             \
+    return END(ctx, (void *)ctx->args[0], STAGE_read);                                        \
+}                                                                                             \
+int P##read__tp_btf(struct bpf_raw_tracepoint_args *ctx)                                      \
+{                                                                                             \
+    return END(ctx, np_untyped(NP_TP_ARG(void *, ctx, 0)), STAGE_read);                       \
+}
+
 #endif

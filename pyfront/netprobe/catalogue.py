@@ -190,13 +190,19 @@ STAGES: tuple[Stage, ...] = (
 )
 
 # Where an skb's life ends: freed as a drop (kfree_skb, with the kernel's reason where it gives
-# one) or consumed normally. Not a step on the path, so not a column of counts: the features that
+# one), consumed normally, or read by a socket. Not a step on the path, so not a column of counts: the features that
 # follow skbs to their end (drops, trace) attach here.
 END_STAGES: tuple[Stage, ...] = (
     Stage("drop", "any", "end", "drop", _tracepoint(("skb:kfree_skb", "drop"),
                                                     note="skb:kfree_skb, in kfree_skb_reason")),
     Stage("consume", "any", "end", "consume", _tracepoint(("skb:consume_skb", "consume"),
                                                           note="skb:consume_skb")),
+    # A socket's reader copying the data out (recvmsg): where UDP and TCP skbs end for the
+    # skb's followers, since those are mostly freed where no tracepoint fires (__kfree_skb,
+    # skb_attempt_defer_free)
+    Stage("read", "any", "end", "read",
+          _tracepoint(("skb:skb_copy_datagram_iovec", "read"),
+                      note="skb:skb_copy_datagram_iovec, recvmsg copying the data out")),
 )
 ALL_STAGES = STAGES + END_STAGES
 

@@ -6,7 +6,8 @@ import sys
 import click
 
 from . import __version__
-from .cli_options import (DURATION, INTERVAL, ebpf_option, flow_options, make_flow,
+from .cli_options import (DURATION, INTERVAL, ebpf_option, flow_options, latency_options,
+                          latency_sets, make_flow,
                           Terminated, prefer_order, print_program, ready_file_option,
                           sigterm_unwinds)
 from .errors import NetprobeError, one_line
@@ -29,10 +30,12 @@ def cli():
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per interval on stdout.")
 @click.option("--all", "show_all", is_flag=True, help="Show quiet devices of every namespace too.")
 @ready_file_option("the stage mechanisms")
+@latency_options
 @ebpf_option
 def watch(proto, port, host, device, exclude_device, prefer, interval, count, duration, once,
-          as_json, show_all, ready_file, ebpf):
-    """Live per-device, per-stage sk_buff counts (sudo netprobe watch).
+          as_json, show_all, ready_file, latency, sample, ebpf):
+    """Live per-device, per-stage sk_buff counts (sudo netprobe watch); with --latency, the
+    time each hop between stages takes (p50/p99) and the paths skbs take.
 
     On a terminal the table is redrawn in place; piped or redirected, every interval is
     printed in turn."""
@@ -41,15 +44,17 @@ def watch(proto, port, host, device, exclude_device, prefer, interval, count, du
     if once and (count is not None or duration is not None):
         raise click.UsageError("--once is one interval: it does not go with --count or --duration")
     flow = make_flow(proto, port, host)
+    sets = latency_sets(latency, sample)
     if ebpf:
-        print_program(flow)
+        print_program(flow, sets, sample)
         return
     if once:
         count = 1
     sigterm_unwinds()
     run_watch(flow=flow, selector=DeviceSelector(tuple(device), tuple(exclude_device)),
               prefer=prefer_order(prefer), interval=interval, count=count, duration=duration,
-              as_json=as_json, show_all=show_all, ready_file=ready_file)
+              as_json=as_json, show_all=show_all, ready_file=ready_file, latency=latency,
+              sample=sample)
 
 
 @cli.command()

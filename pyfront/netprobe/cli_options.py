@@ -85,6 +85,25 @@ def flow_options(f):
     return prefer_option(filter_options(f))
 
 
+def latency_options(f):
+    """--latency and --sample, shared by watch and export."""
+    f = click.option("--sample", type=click.IntRange(min=1), default=1, metavar="N",
+                     help="With --latency: follow one flow in N, chosen in the kernel by a hash "
+                          "of its addresses and ports (counts stay exact).")(f)
+    f = click.option("--latency", is_flag=True,
+                     help="Also time each hop between stages and count the paths skbs take.")(f)
+    return f
+
+
+def latency_sets(latency: bool, sample: int):
+    """The program sets for --latency/--sample; --sample alone is a usage error"""
+    from .programsets import COUNTING, DROPS, LATENCY
+
+    if sample > 1 and not latency:
+        raise click.UsageError("--sample applies to --latency")
+    return (COUNTING, DROPS, LATENCY) if latency else (COUNTING, DROPS)
+
+
 def make_flow(proto, port, host) -> FlowFilter:
     return FlowFilter(proto, port, host)
 
@@ -93,12 +112,15 @@ def prefer_order(prefer) -> tuple[str, ...]:
     return tuple("raw_tracepoint" if p == "tracepoint" else p for p in prefer)
 
 
-def print_program(flow: FlowFilter) -> None:
-    """--ebpf: the C that would be loaded, with its flags; nothing is loaded."""
+def print_program(flow: FlowFilter, sets=None, sample: int = 1) -> None:
+    """--ebpf: the C that would be loaded (the counting commands' sets unless told), with its
+    flags; nothing is loaded."""
     from .kernel import Kernel
     from .program import build
+    from .programsets import COUNTING_COMMANDS, INVENTORY
 
-    click.echo(build(Kernel(), flow).render())
+    sets = COUNTING_COMMANDS if sets is None else (INVENTORY, *sets)
+    click.echo(build(Kernel(), flow, sets, sample=sample).render())
 
 
 # -- the ready-file --------------------------------------------------------------------------

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .cli_options import (ebpf_option, flow_options, make_flow, prefer_order, print_program,
+from .cli_options import (ebpf_option, flow_options, latency_options, latency_sets, make_flow, prefer_order, print_program,
                           ready_file_option, sigterm_unwinds)
 from .exporter import DEFAULT_LISTEN, parse_listen_address
 from .report import DeviceSelector
@@ -32,16 +32,18 @@ class ListenAddress(click.ParamType):
 @click.option("--web.tls-key-file", "tls_key", type=click.Path(exists=True, dir_okay=False),
               help="The PEM private key for --web.tls-cert-file.")
 @ready_file_option("the URL and the stage mechanisms")
+@latency_options
 @ebpf_option
 def export(proto, port, host, device, exclude_device, prefer, listen, tls_cert, tls_key,
-           ready_file, ebpf):
+           ready_file, latency, sample, ebpf):
     """Serve per-device, per-stage sk_buff counts as Prometheus metrics at /metrics
     (sudo netprobe export). Counts are read from the kernel at each scrape."""
     if bool(tls_cert) != bool(tls_key):
         raise click.UsageError("--web.tls-cert-file and --web.tls-key-file go together")
     flow = make_flow(proto, port, host)
+    sets = latency_sets(latency, sample)
     if ebpf:
-        print_program(flow)
+        print_program(flow, sets, sample)
         return
     from .export_server import run_export
 
@@ -49,4 +51,4 @@ def export(proto, port, host, device, exclude_device, prefer, listen, tls_cert, 
     run_export(host=listen[0], port=listen[1], flow=flow,
                selector=DeviceSelector(tuple(device), tuple(exclude_device)),
                prefer=prefer_order(prefer), tls_cert=tls_cert, tls_key=tls_key,
-               ready_file=ready_file)
+               ready_file=ready_file, sets=sets, sample=sample)

@@ -47,8 +47,9 @@ class SessionCollector:
     request); they take turns, so each sees one consistent refresh + read."""
 
     def __init__(self, session, build: BuildInfo, selector: DeviceSelector = DeviceSelector(),
-                 warn: Callable[[str], None] = lambda msg: None):
+                 warn: Callable[[str], None] = lambda msg: None, latency: bool = False):
         self.session = session
+        self.latency = latency  # the session follows skbs too (--latency)
         self.build = build
         self.selector = selector
         self._warn = warn
@@ -70,9 +71,11 @@ class SessionCollector:
             except Exception as e:
                 self._errors["refresh"] += 1
                 self._warn(f"refreshing devices: {one_line(e)}")
-            counts = None
+            counts = latency = None
             try:
                 counts = self.session.read()
+                if self.latency:
+                    latency = self.session.read_latency()
             except Exception as e:
                 self._errors["read"] += 1
                 self._warn(f"reading the counts map: {one_line(e)}")
@@ -91,10 +94,18 @@ class SessionCollector:
             return Scrape(counts, dict(self.session.devices), dict(self._netns_names),
                           self.stages(), dict(self._errors), time.monotonic() - start,
                           self.session.netfilter_unattached(), drops, link_drops,
-                          self.session.unlisted_netns())
+                          self.session.unlisted_netns(), latency)
 
     def collect(self):
-        return families(self.scrape(), self.build, self.selector)
+        scrape = self.scrape()
+        fams = families(scrape, self.build, self.selector)
+        if scrape.latency is not None:
+            from .latexport import latency_families
+            from .latreport import Names
+
+            fams += latency_families(scrape.latency, Names(scrape.devices, scrape.netns_names),
+                                     scrape.netns_names, self.selector)
+        return fams
 
 
 def build_info(flow: FlowFilter) -> BuildInfo:
@@ -250,7 +261,7 @@ def tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
 
 def run_export(*, host: str, port: int, flow: FlowFilter, selector: DeviceSelector,
                prefer: Sequence[str], tls_cert: str | None, tls_key: str | None,
-               ready_file: str | None) -> None:
+               ready_file: str | None, sets: Sequence = (), sample: int = 1) -> None:
     tls = tls_context(tls_cert, tls_key) if tls_cert else None
     # bind before the (slower) attach, so a taken port is reported at once
     server = MetricsServer(host, port, tls)
@@ -258,15 +269,17 @@ def run_export(*, host: str, port: int, flow: FlowFilter, selector: DeviceSelect
         require_root()
         kernel = Kernel()
         require_trusted_layouts(kernel)
-        from .programsets import COUNTING, DROPS
+        from .programsets import COUNTING, DROPS, LATENCY
         from .session import ProbeSession
 
-        with ProbeSession(flow=flow, prefer=prefer, sets=(COUNTING, DROPS), kernel=kernel) as session:
+        with ProbeSession(flow=flow, prefer=prefer, sets=sets or (COUNTING, DROPS),
+                          sample=sample, kernel=kernel) as session:
             if not any(st.attached for st in session.states.values()):
                 raise NetprobeError("no stage could be attached on this kernel: run `netprobe doctor`")
             collector = SessionCollector(
                 session, build_info(flow), selector,
-                warn=lambda msg: print(f"netprobe export: scrape: {msg}", file=sys.stderr))
+                warn=lambda msg: print(f"netprobe export: scrape: {msg}", file=sys.stderr),
+                latency=LATENCY in session.sets)
             registry = CollectorRegistry(auto_describe=False)
             registry.register(collector)
             ProcessCollector(registry=registry)

@@ -15,8 +15,8 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
-from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily,
-                                    Metric)
+from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
+                                    HistogramMetricFamily, InfoMetricFamily, Metric)
 
 from .devices import Device
 from .report import DeviceSelector
@@ -33,7 +33,7 @@ from .stagestate import StageState
 DEFAULT_PORT = 10435
 DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
 
-COUNTER, GAUGE, INFO = "counter", "gauge", "info"
+COUNTER, GAUGE, INFO, HISTOGRAM = "counter", "gauge", "info", "histogram"
 NO_MECHANISM = "none"
 READ_OPERATIONS = ("refresh", "read")  # ProbeSession calls a scrape makes, for the error counter
 
@@ -57,12 +57,17 @@ class MetricSpec:
         if self.kind == INFO:
             # an info metric's labels are its value; it is a gauge of 1 in the text format
             return InfoMetricFamily(self.family_name, self.help)
-        cls = CounterMetricFamily if self.kind == COUNTER else GaugeMetricFamily
+        cls = {COUNTER: CounterMetricFamily, HISTOGRAM: HistogramMetricFamily}.get(
+            self.kind, GaugeMetricFamily)
         return cls(self.family_name, self.help, labels=self.labels)
 
-    def add(self, family: Metric, values: Sequence[str], value: float = 1) -> None:
+    def add(self, family: Metric, values: Sequence[str], value=1) -> None:
+        """value: a number; for a histogram, (cumulative [(le, count)], sum)"""
         if self.kind == INFO:
             family.add_metric([], dict(zip(self.labels, values)))
+        elif self.kind == HISTOGRAM:
+            buckets, total = value
+            family.add_metric(list(values), buckets, total)
         else:
             family.add_metric(list(values), value)
 
@@ -169,6 +174,7 @@ class Scrape:
     drops: DropCounts | None = None        # None: not read (no drops set, or the read failed)
     link_drops: LinkDropsRead | None = None
     unlisted_netns: Sequence[int] = ()  # namespaces with more devices than the walk lists
+    latency: object = None  # a latency.Latency under --latency (latexport.py's families)
 
 
 def netns_label(inum: int, names: Mapping[int, str]) -> str:

@@ -32,13 +32,16 @@ class Program:
 
 
 def build(kernel: Kernel, flow: FlowFilter, sets: Sequence[ProgramSet] = COUNTING_COMMANDS,
-          probes: Path | None = None) -> Program:
-    """The C of these program sets only (a set's maps exist only when it is loaded)."""
+          probes: Path | None = None, sample: int = 1) -> Program:
+    """The C of these program sets only (a set's maps exist only when it is loaded). sample:
+    the latency set follows one flow in `sample`."""
     probes = probes or probes_dir()
     if not (probes / "netprobe.h").exists():
         raise NetprobeError(f"probe sources not found in {probes} (set NETPROBE_PROBES)")
     cflags = [*stage_cflags(), *flow.cflags(),
               *(f for s in sets if s.cflags for f in s.cflags(kernel))]
+    if sample > 1:
+        cflags.append(f"-DNP_LAT_SAMPLE={sample}")
     if kernel.btf is not None:
         cflags += fields.offset_cflags(fields.load_specs(probes), kernel.btf)
         layout = "BTF"

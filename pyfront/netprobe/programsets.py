@@ -61,11 +61,19 @@ DROPS = ProgramSet("drops", ("drops.c",), stages=("drop",), maps=("drops", "drop
 # (probes/trace.c, read by tracing.py): the device stages (the L4 send stages see a socket, not
 # an skb) and the two ends of an skb's life.
 TRACE = ProgramSet("trace", ("trace.c",), fn_prefix="trace__",
-                   stages=tuple(s.name for s in STAGES if s.per_device) + tuple(s.name for s in END_STAGES),
+                   stages=tuple(s.name for s in STAGES if s.per_device) + ("drop", "consume"),
                    maps=("np_events", "np_events_lost", "trace_inflight", "trace_stats",
                          "trace_event_layout", "trace_live"))
 
-ALL: tuple[ProgramSet, ...] = (INVENTORY, COUNTING, DROPS, TRACE)
+# Per-hop latency histograms and the census of paths, per skb followed by address in the kernel
+# from its first stage to its end: probes/latency.h, read by latreader.py. Every stage that
+# has an skb (not the L4 send stages, which see a socket), and the ends.
+LATENCY = ProgramSet("latency", ("latency.c",), fn_prefix="lat__",
+                     stages=tuple(s.name for s in STAGES if s.per_device)
+                     + tuple(s.name for s in END_STAGES),
+                     maps=("inflight", "hops", "paths", "lat_stats", "lat_epoch"))
+
+ALL: tuple[ProgramSet, ...] = (INVENTORY, COUNTING, DROPS, TRACE, LATENCY)
 # what the counting commands (watch, export, prove) load, and their --ebpf prints
 COUNTING_COMMANDS: tuple[ProgramSet, ...] = (INVENTORY, COUNTING, DROPS)
 

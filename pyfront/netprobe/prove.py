@@ -137,6 +137,8 @@ class FlowResult:
     arrived: int = 0               # what the server read (or, from an echo peer, came back)
     error: str = ""                # the flow failed: what happened
     note: str = ""
+    # the paths its sk_buffs took, most taken first: (stage[device] > ..., end, sk_buffs)
+    paths: tuple[tuple[str, str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -374,9 +376,25 @@ def case_lines(v: Verdict | DropVerdict, index: int,
     for c in v.claims:
         lines += _wrap(c.text, initial_indent=f"{'ok' if c.holds else 'FAIL':<5}",
                        subsequent_indent="     ")
+        lines += path_lines([f for f in flows if f.plan.server == c.address])
     if v.case.plan.note:
         lines += _wrap(f"({v.case.plan.note})", initial_indent="     ", subsequent_indent="      ")
     return lines
+
+
+def path_lines(flows: Sequence[FlowResult]) -> list[str]:
+    """The path most of these flows' sk_buffs took, and how many others there were"""
+    taken: dict[str, int] = {}
+    for f in flows:
+        for text, _end, n in f.paths:
+            taken[text] = taken.get(text, 0) + n
+    if not taken:
+        return []
+    top = max(taken, key=lambda t: taken[t])
+    more = len(taken) - 1
+    tail = f" ({_n(taken[top])}" + (f"; {more} other path{'s' if more > 1 else ''})" if more
+                                     else ")")
+    return _wrap(f"path: {top}{tail}", initial_indent="     ", subsequent_indent="       ")
 
 
 def footer(r: Report) -> list[str]:
@@ -435,7 +453,9 @@ def to_json(r: Report) -> dict:
             "flows": [{"proto": f.plan.proto, "family": f.plan.family, "server": f.plan.server,
                        "echo": f.plan.echo, "sent": f.sent, "arrived": f.arrived,
                        "l4_send_calls": f.l4_send, "error": f.error or None, "note": f.note or None,
-                       "devices": [dev(d) for d in f.devices]} for f in v.case.flows],
+                       "devices": [dev(d) for d in f.devices],
+                       "paths": [{"path": t, "end": e, "skbs": n} for t, e, n in f.paths]}
+                      for f in v.case.flows],
         } for v in r.verdicts],
         "warnings": list(r.warnings),
     }

@@ -19,6 +19,8 @@ from typing import Callable, Sequence
 from .errors import NetprobeError
 from .flowfilter import FlowFilter
 from .kernel import require_root
+from .latreport import Names, path_rows
+from .programsets import COUNTING, DROPS, LATENCY
 from .prove import CaseResult, FlowPlan, FlowResult, Peer, Report, flow_counts, judge, plan_cases
 from .stagestate import to_json as state_json
 from .topology import VethPair
@@ -58,7 +60,6 @@ def run_prove(*, port: int, peer: Peer | None = None, prefer: Sequence[str] = ()
     """Run every case; `on_start` is called once the probes are attached, `on_case` after
     each case with its verdict appended to the report."""
     require_root()
-    from .programsets import COUNTING, DROPS
     from .prove_drops_run import run_drop_case
     from .session import ProbeSession
 
@@ -71,8 +72,9 @@ def run_prove(*, port: int, peer: Peer | None = None, prefer: Sequence[str] = ()
             except NetprobeError as e:
                 raise NetprobeError(f"building the test namespaces: {e}") from None
         pair.wait_up()
+        # the latency set too: each claim also states the path its packets took
         session = stack.enter_context(ProbeSession(flow=FlowFilter(port=port), prefer=prefer,
-                                                   sets=(COUNTING, DROPS)))
+                                                   sets=(COUNTING, DROPS, LATENCY)))
         report = Report(port, dict(session.states), namespaces=pair.namespaces,
                         veth=(pair.a.dev, pair.b.dev), peer=peer, warnings=session.warnings)
         if ready_file:
@@ -89,10 +91,12 @@ def run_prove(*, port: int, peer: Peer | None = None, prefer: Sequence[str] = ()
             client_ns = case.flows[0].client_ns
             results = []
             for fp in case.flows:
+                epoch = session.begin_epoch()
                 sent, arrived, error, note = _send(fp, port)
                 now = settled(session.read)
                 devs, l4 = flow_counts(before.values, now.values, session.devices, names)
-                results.append(FlowResult(fp, devs, l4, sent, arrived, error, note))
+                results.append(FlowResult(fp, devs, l4, sent, arrived, error, note,
+                                          _paths(session, epoch, names)))
                 before = now
             client = os.stat(client_ns).st_ino if client_ns else own
             report.verdicts.append(judge(CaseResult(case, client, tuple(results)),
@@ -107,6 +111,11 @@ def run_prove(*, port: int, peer: Peer | None = None, prefer: Sequence[str] = ()
     finally:
         with signals_deferred():
             stack.close()
+
+
+def _paths(session, epoch: int, names) -> tuple[tuple[str, str, int], ...]:
+    rows = path_rows(session.paths_of(epoch), Names(session.devices, names))
+    return tuple((r.text, r.end, r.packets) for r in rows)
 
 
 def settled(read):

@@ -27,9 +27,11 @@ from .errors import NetprobeError
 from .flowfilter import FlowFilter
 from .inventory import Inventory
 from .kernel import Kernel, ensure_tracefs, require_trusted_layouts
+from .latency import Latency
+from .latreader import LatencyReader
 from .nswatch import NetnsWatcher
 from .program import Program, build
-from .programsets import COUNTING, DROPS, INVENTORY, WALK_MAX, ProgramSet
+from .programsets import COUNTING, DROPS, INVENTORY, LATENCY, WALK_MAX, ProgramSet
 from .stagestate import StageState
 
 __all__ = ["ProbeSession", "Counts"]
@@ -38,8 +40,10 @@ __all__ = ["ProbeSession", "Counts"]
 class ProbeSession:
     def __init__(self, flow: FlowFilter = FlowFilter(), prefer: Sequence[str] = (),
                  stages: Sequence[Stage] = ALL_STAGES, kernel: Kernel | None = None,
-                 sets: Sequence[ProgramSet] = (COUNTING,), follow: bool = True):
+                 sets: Sequence[ProgramSet] = (COUNTING,), follow: bool = True,
+                 sample: int = 1):
         self.flow = flow
+        self.sample = sample  # the latency set follows one flow in `sample`
         self.prefer = tuple(prefer)
         self.kernel = kernel or Kernel()
         # the inventory always: every command names devices
@@ -58,6 +62,7 @@ class ProbeSession:
         self._inventory: Inventory | None = None
         self._counts: CountReader | None = None
         self._drops: DropReader | None = None
+        self._latency: LatencyReader | None = None
         self._lock = threading.RLock()
         # hears of namespaces as they come and go (nswatch.py); off: only refresh() looks
         self._watcher = NetnsWatcher(self._follow_namespaces) if follow else None
@@ -104,6 +109,8 @@ class ProbeSession:
             self._counts = CountReader(self.maps)
         if DROPS in self.sets:
             self._drops = DropReader(self.maps, self.kernel.kallsyms, self.kernel.drop_reasons)
+        if LATENCY in self.sets:
+            self._latency = LatencyReader(self.maps, self.sample)
         self._attachments = Attachments(self.kernel, self._loaded, self.sets, self.prefer)
         self._attachments.attach_stages(self.stages)
         self.refresh()
@@ -114,7 +121,7 @@ class ProbeSession:
 
     def build_program(self) -> Program:
         """The C to load; the benchmark's floor (empty programs on the same hooks) overrides it."""
-        return build(self.kernel, self.flow, self.sets)
+        return build(self.kernel, self.flow, self.sets, sample=self.sample)
 
     def close(self) -> None:
         if self._watcher is not None:
@@ -208,3 +215,22 @@ class ProbeSession:
             if self._drops is None:
                 raise NetprobeError("this session does not count drops (no drops program set)")
             return self._drops.read()
+    def read_latency(self) -> Latency:
+        """Hop histograms and the census of paths, cumulative since attach."""
+        with self._lock:
+            return self._require_latency().read()
+
+    def begin_epoch(self) -> int:
+        """Tell apart the paths that start from now on (paths_of)"""
+        with self._lock:
+            return self._require_latency().begin_epoch()
+
+    def paths_of(self, epoch: int):
+        """The paths started since begin_epoch() returned `epoch`, ended or in flight"""
+        with self._lock:
+            return self._require_latency().paths_of(epoch)
+
+    def _require_latency(self) -> LatencyReader:
+        if self._latency is None:
+            raise NetprobeError("this session does not follow skbs (no latency program set)")
+        return self._latency

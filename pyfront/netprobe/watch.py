@@ -13,6 +13,8 @@ from .devices import Device
 from .errors import NetprobeError
 from .flowfilter import FlowFilter
 from .kernel import Kernel, require_root, require_trusted_layouts
+from .latreport import Names, interval_rows
+from .latreport import to_json as latency_json
 from .report import DeviceSelector, active_rows, device_rows, protocol_rows, to_json
 from .stagestate import to_json as state_json
 
@@ -38,18 +40,22 @@ def unmatched_device_warnings(patterns: Sequence[str], devices: Iterable[Device]
 
 def run_watch(*, flow: FlowFilter, selector: DeviceSelector, prefer: Sequence[str],
               interval: float, count: int | None, duration: float | None, as_json: bool,
-              show_all: bool, ready_file: str | None) -> None:
+              show_all: bool, ready_file: str | None, latency: bool = False,
+              sample: int = 1) -> None:
     require_root()
     kernel = Kernel()
     require_trusted_layouts(kernel)
     from .dropwatch import DropWatch
-    from .programsets import COUNTING, DROPS
+    from .programsets import COUNTING, DROPS, LATENCY
     from .session import ProbeSession
 
-    with ProbeSession(flow=flow, prefer=prefer, sets=(COUNTING, DROPS), kernel=kernel) as session:
+    sets = (COUNTING, DROPS, LATENCY) if latency else (COUNTING, DROPS)
+    with ProbeSession(flow=flow, prefer=prefer, sets=sets, sample=sample,
+                      kernel=kernel) as session:
         if not any(st.attached for st in session.states.values()):
             raise NetprobeError("no stage could be attached on this kernel: run `netprobe doctor`")
         before = session.read()
+        lat_before = session.read_latency() if latency else None
         drops = DropWatch(session, selector)
         write_ready_file(ready_file, {name: state_json(st) for name, st in session.states.items()})
         deadline = time.monotonic() + duration if duration else None
@@ -85,12 +91,18 @@ def run_watch(*, flow: FlowFilter, selector: DeviceSelector, prefer: Sequence[st
                 warnings = [*session.warnings,
                             *unmatched_device_warnings(selector.include, session.devices.values())]
                 drops.update(seconds, names)
+                lat = session.read_latency() if latency else None
+                if lat is not None:
+                    lat_rows = interval_rows(lat, lat_before, Names(session.devices, names),
+                                             selector.wants)
                 if as_json:
                     obj = to_json(rows, prows, time=datetime.now(timezone.utc).isoformat(),
                                   seconds=seconds, states=session.states,
                                   flow=flow.describe(), dropped=now.dropped,
                                   warnings=warnings)
                     obj["drops"] = drops.json()
+                    if lat is not None:
+                        obj["latency"] = latency_json(lat, *lat_rows)
                     print(json.dumps(obj), flush=True)
                 else:
                     from .view import render
@@ -100,12 +112,17 @@ def run_watch(*, flow: FlowFilter, selector: DeviceSelector, prefer: Sequence[st
                                    at=None if live else datetime.now().strftime("%H:%M:%S"),
                                    list_mechanisms=live is not None or n == 0,
                                    sections=[drops.render()])
+                    if lat is not None:
+                        from rich.console import Group
+
+                        from .latview import render_latency
+                        frame = Group(frame, render_latency(lat, *lat_rows))
                     if live is not None:
                         live.update(frame, refresh=True)
                     else:
                         console.print(frame)
                         console.file.flush()
-                before = now
+                before, lat_before = now, lat
                 n += 1
                 if (count and n >= count) or (deadline is not None and time.monotonic() >= deadline):
                     break
@@ -114,3 +131,4 @@ def run_watch(*, flow: FlowFilter, selector: DeviceSelector, prefer: Sequence[st
         finally:
             if live is not None:
                 live.stop()
+

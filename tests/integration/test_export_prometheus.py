@@ -57,8 +57,9 @@ class Exporter:
         self.log = open(tmp / "exporter.log", "w+")
         env = dict(os.environ, PYTHONPATH=str(ROOT / "pyfront"))
         self.proc = subprocess.Popen(
+            # --latency: the dashboard's latency row is checked against real metrics too
             [sys.executable, "-m", "netprobe", "export", "--web.listen-address",
-             f"127.0.0.1:{self.port}", "--ready-file", str(self.ready)],
+             f"127.0.0.1:{self.port}", "--ready-file", str(self.ready), "--latency"],
             stdout=self.log, stderr=subprocess.STDOUT, env=env)
 
     def wait_ready(self, timeout=60):

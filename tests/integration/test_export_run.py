@@ -157,7 +157,9 @@ def test_ebpf_prints_the_program(bpf_ok):
     r = subprocess.run([sys.executable, "-m", "netprobe", "export", "--ebpf", "--proto", "tcp"],
                        capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode == 0, r.stderr
-    assert "-DNP_FILTER_PROTO=6" in r.stdout and "int driver_xmit__raw_tp" in r.stdout
+    # hooks.h writes the programs once for every feature; counting expands them unprefixed
+    assert "-DNP_FILTER_PROTO=6" in r.stdout and "int P##driver_xmit__raw_tp" in r.stdout
+    assert "NP_TX_HOOKS(, np_count_skb" in r.stdout
 
 
 CAP_NUMBERS = {"net_admin": 12, "sys_ptrace": 19, "sys_admin": 21, "syslog": 34, "perfmon": 38,
@@ -188,3 +190,28 @@ def test_the_systemd_units_capabilities_are_enough(bpf_ok, tmp_path, veth):
         assert info[("root", "lo")]["xmit"] == "loopback_xmit"
         assert info[(veth.a.ns, veth.a.dev)]["xmit"] == "veth_xmit"
         assert ex.stop() == 0
+
+
+def test_latency_histograms_and_paths_of_a_ping_scrape_promtool_clean(bpf_ok, tmp_path):
+    from netprobe.topology import VethPair
+    from netprobe.traffic import icmp_echo
+
+    with VethPair.create() as pair, \
+            Running(tmp_path, "--web.listen-address", f"127.0.0.1:{free_port()}",
+                    "--latency") as run:
+        run.get()  # the namespaces are picked up at a scrape
+        assert icmp_echo(addr="127.0.0.1", count=2, ns=pair.a.path) == 2
+        text = run.get()
+    fams = {f.name: f for f in text_string_to_metric_families(text)}
+    hop = [s for s in fams["netprobe_stage_latency_seconds"].samples
+           if s.labels["netns"] == pair.a.ns and s.labels["from"] == "driver_xmit"
+           and s.name.endswith("_count")]
+    assert [(s.labels["device"], s.labels["to"], s.value) for s in hop] == [("lo", "driver_rx", 4)]
+    paths = [s for s in fams["netprobe_paths"].samples if s.labels["netns"] == pair.a.ns]
+    assert [(s.labels["end"], s.value) for s in paths] == [("delivered", 4)]
+    assert paths[0].labels["path"].startswith("ip_output[lo] > dev_queue_xmit[lo]")
+    assert fams["netprobe_latency_sample_one_in"].samples[0].value == 1
+    if shutil.which("promtool"):
+        r = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
+                           text=True, timeout=30)
+        assert r.returncode == 0 and r.stdout == "" and r.stderr == "", r.stdout + r.stderr

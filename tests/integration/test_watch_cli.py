@@ -135,7 +135,8 @@ def test_ebpf_prints_the_generated_program(bpf_ok):
     assert r.returncode == 0
     # hooks.h's macros make the hooks' programs: NP_TX_HOOKS(, ...) makes driver_xmit__raw_tp
     assert "-DNP_FILTER_PORT=20480" in r.stdout and "P##driver_xmit__raw_tp(" in r.stdout
-    assert "NP_TX_HOOKS(, NP_COUNT_ON_SKB" in r.stdout and "trace__" not in r.stdout
+    assert "NP_TX_HOOKS(, NP_COUNT_ON_SKB" in r.stdout
+    assert "trace__" not in r.stdout and "lat__" not in r.stdout
 
 
 def test_piped_table_prints_every_interval(bpf_ok):
@@ -194,3 +195,44 @@ def test_device_pattern_warning_in_the_table(bpf_ok):
                         "--device", "eht0"], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "! --device 'eht0' matches no device (waiting for one to appear); devices: " in r.stdout
+
+
+def test_ebpf_with_latency_adds_the_latency_programs(bpf_ok):
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "pyfront"))
+    r = subprocess.run([sys.executable, "-m", "netprobe", "watch", "--ebpf", "--latency",
+                        "--sample", "100"], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "-DNP_LAT_SAMPLE=100" in r.stdout and "NP_TX_HOOKS(lat__, NP_LAT_ON_SKB" in r.stdout
+
+
+def test_sample_without_latency_is_a_usage_error(bpf_ok):
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "pyfront"))
+    r = subprocess.run([sys.executable, "-m", "netprobe", "watch", "--sample", "10"],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 2 and "--sample applies to --latency" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_watch_latency_shows_the_hops_and_the_one_path_of_a_ping(bpf_ok, tmp_path):
+    from netprobe.traffic import icmp_echo
+
+    with VethPair.create() as pair:
+        p, _ = start_watch(tmp_path, "--latency", "--interval", "0.5")
+        try:
+            time.sleep(0.8)  # the namespaces are picked up at the next refresh
+            assert icmp_echo(addr="127.0.0.1", count=3, ns=pair.a.path) == 3
+            time.sleep(1.2)
+        finally:
+            p.send_signal(signal.SIGTERM)
+            out, err = p.communicate(timeout=60)
+    assert p.returncode == 0 and "Traceback" not in err, err
+    frames = [json.loads(line)["latency"] for line in out.splitlines()]
+    paths = [q for f in frames for q in f["paths"] if q["netns_name"] == pair.a.ns]
+    assert {q["path"] for q in paths} == {" > ".join(f"{s}[lo]" for s in (
+        "ip_output", "dev_queue_xmit", "driver_xmit", "driver_rx", "netif_receive_skb", "ip_rcv",
+        "l4_rcv"))}
+    assert sum(q["packets"] for q in paths) == 6 and {q["end"] for q in paths} == {"delivered"}
+    hops = [h for f in frames for h in f["hops"] if h["netns_name"] == pair.a.ns]
+    handover = [h for h in hops if (h["from"], h["to"]) == ("driver_xmit", "driver_rx")]
+    assert sum(h["count"] for h in handover) == 6
+    assert all(0 < h["p50_ns"] <= h["p99_ns"] for h in handover)

@@ -11,6 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 
 from netprobe.exporter import DEFAULT_LISTEN, DEFAULT_PORT, METRICS
+from netprobe.latexport import LATENCY_METRICS
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGING = ROOT / "packaging"
@@ -30,7 +31,10 @@ def emitted_names() -> set[str]:
     process = {line.split()[2] for line in generate_latest(reg).decode().splitlines()
                if line.startswith("# TYPE")}
     assert "process_cpu_seconds_total" in process
-    return {m.name for m in METRICS} | process
+    # a histogram is read through its _bucket, _sum and _count series
+    latency = {m.name + suffix for m in LATENCY_METRICS
+               for suffix in (("_bucket", "_sum", "_count") if m.kind == "histogram" else ("",))}
+    return {m.name for m in METRICS} | latency | process
 
 
 _GROUPING = re.compile(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
@@ -102,7 +106,8 @@ def test_dashboard_uses_only_emitted_metrics():
     assert {"netprobe_skbs_total", "netprobe_skb_bytes_total", "netprobe_l4_send_calls_total",
             "netprobe_device_info", "netprobe_stage_attached", "netprobe_map_full_drops_total",
             "netprobe_map_read_errors_total", "netprobe_scrape_duration_seconds",
-            "netprobe_netns_unprobed"} <= used
+            "netprobe_netns_unprobed", "netprobe_stage_latency_seconds_bucket",
+            "netprobe_path_latency_seconds_bucket", "netprobe_paths_total"} <= used
 
 
 def test_dashboard_panels_are_wired_to_the_datasource_variable():
@@ -188,7 +193,7 @@ def test_systemd_unit_verifies(tmp_path):
 
 def test_docs_list_every_metric_and_the_default_port():
     text = DOCS.read_text()
-    for m in METRICS:
+    for m in (*METRICS, *LATENCY_METRICS):
         assert f"`{m.name}`" in text, m.name
     assert DEFAULT_LISTEN in text and str(DEFAULT_PORT) in text
 

@@ -290,3 +290,13 @@ def test_devices_of_one_name_in_two_namespaces_are_told_apart_within_80_columns(
     short = judge(CaseResult(_plan("nic", NIC), NS_A, (flow(
         "tcp", "10.9.0.2", dev("lo", 1, ns=NS_A), dev("lo", 1, ns=NS_B)),)), MECH)
     assert {line.split()[-8] for line in case_lines(short, 3, MECH)[2:4]} == {"lo@ns11", "lo@ns12"}
+
+
+def test_a_claim_states_the_path_most_of_its_packets_took():
+    from netprobe.prove import FlowResult, path_lines
+
+    flows = [FlowResult(None, (), paths=(("a[lo] > b[lo]", "delivered", 5),
+                                         ("b[lo]", "in flight", 1))),
+             FlowResult(None, (), paths=(("a[lo] > b[lo]", "delivered", 2),))]
+    assert path_lines(flows) == ["     path: a[lo] > b[lo] (7 sk_buffs; 1 other path)"]
+    assert path_lines([FlowResult(None, ())]) == []

@@ -1,0 +1,331 @@
+/* The latency feature: each skb is followed by its address from the first stage it is seen at
+ * until it is freed, in the kernel — no per-packet event reaches user space. At each stage the
+ * time since its previous stage goes into a log2 histogram per (netns, device, from, to); at
+ * its end its path — the ordered (stage, device) steps — is counted in a census of distinct
+ * paths. User space: latreader.py reads these maps, latency.py does the arithmetic. */
+#ifndef NP_LATENCY_H
+#define NP_LATENCY_H
+
+#include "netprobe.h"
+
+#ifndef NP_LAT_INFLIGHT
+#define NP_LAT_INFLIGHT 16384
+#endif
+#ifndef NP_LAT_HOPS
+#define NP_LAT_HOPS 4096
+#endif
+#ifndef NP_LAT_PATHS
+#define NP_LAT_PATHS 256
+#endif
+/* follow one flow in NP_LAT_SAMPLE (-D from --sample) */
+#ifndef NP_LAT_SAMPLE
+#define NP_LAT_SAMPLE 1
+#endif
+#define NP_LAT_BUCKETS 40 /* bucket b: [2^(b-1), 2^b) ns; the last also holds what is longer */
+#define NP_PATH_MAX 12    /* steps a path keeps; longer paths are told apart by hash alone */
+
+/* How a path ended (latency.py: ENDS) */
+#define NP_END_DELIVERED 0 /* read by a socket, or consumed after it reached L4 */
+#define NP_END_CONSUMED 1  /* consumed before L4: a transmitted skb freed by its driver, ... */
+#define NP_END_DROPPED 2   /* kfree_skb */
+#define NP_NENDS 3
+/* Many skbs are freed where no tracepoint fires (__kfree_skb, the per-CPU skb caches: most of
+ * UDP's and TCP's on 6.18); that is seen only when the address starts another path. Every drop
+ * goes through kfree_skb_reason, which fires skb:kfree_skb, so such an end is no drop: it is
+ * counted as delivered (after L4) or consumed, and as inferred. */
+
+/* lat_stats indexes (latency.py: STATS) */
+#define NP_LAT_FOLLOWED 0  /* paths started */
+#define NP_LAT_ENDED 1     /* paths ended, in the census or its overflow */
+#define NP_LAT_HOPS_LOST 2 /* hop times not kept: `hops` was full */
+#define NP_LAT_INFERRED 3  /* paths whose end was inferred, not seen */
+#define NP_LAT_OTHER 4     /* + end: paths counted as "other", the census being full */
+#define NP_LAT_NSTATS (NP_LAT_OTHER + NP_NENDS)
+
+struct np_step {
+    u32 netns;
+    u32 ifindex;
+};
+
+/* One skb on its way, keyed by its address. An LRU map: an skb whose end is never seen is
+ * pushed out by newer ones (user space counts those: followed - ended - in flight). */
+struct np_flight {
+    u64 first_ts;
+    u64 ts; /* at its last stage */
+    u64 hash; /* of the steps so far: the census key */
+    u32 netns; /* its last stage's device */
+    u32 ifindex;
+    u32 epoch; /* lat_epoch when the path started */
+    u8 stage;
+    u8 first_stage;
+    u8 n; /* steps taken; only the first NP_PATH_MAX are kept */
+    u8 delivered;
+    u8 stages[NP_PATH_MAX];
+    struct np_step steps[NP_PATH_MAX];
+};
+
+BPF_TABLE("lru_hash", u64, struct np_flight, inflight, NP_LAT_INFLIGHT);
+/* [0]: set by user space to tell apart the paths that start after it (prove, per flow) */
+BPF_ARRAY(lat_epoch, u32, 1);
+
+/* A hop: from one stage to the next (span 0), or from the path's first stage to L4 delivery
+ * (span 1, the end-to-end time the hops add up to), on the destination stage's device */
+struct np_hop_key {
+    u32 netns;
+    u32 ifindex;
+    u16 from;
+    u16 to;
+    u32 span;
+};
+
+struct np_hist {
+    u64 slot[NP_LAT_BUCKETS];
+    u64 sum_ns;
+};
+
+BPF_PERCPU_HASH(hops, struct np_hop_key, struct np_hist, NP_LAT_HOPS);
+
+struct np_path_key {
+    u64 hash;
+    u32 end;
+    u32 epoch;
+};
+
+struct np_path {
+    u64 packets;
+    u8 n;
+    u8 stages[NP_PATH_MAX];
+    struct np_step steps[NP_PATH_MAX];
+};
+
+BPF_HASH(paths, struct np_path_key, struct np_path, NP_LAT_PATHS);
+BPF_PERCPU_ARRAY(lat_stats, u64, NP_LAT_NSTATS);
+
+static __always_inline void np_lat_stat(u32 i)
+{
+    u64 *v = lat_stats.lookup(&i);
+    if (v)
+        *v += 1;
+}
+
+/* bit length: 0 for 0, b for [2^(b-1), 2^b) */
+static __always_inline u32 np_log2_bucket(u64 v)
+{
+    u32 r = 0;
+    if (v >> 32) { v >>= 32; r += 32; }
+    if (v >> 16) { v >>= 16; r += 16; }
+    if (v >> 8) { v >>= 8; r += 8; }
+    if (v >> 4) { v >>= 4; r += 4; }
+    if (v >> 2) { v >>= 2; r += 2; }
+    if (v >> 1) { v >>= 1; r += 1; }
+    r += (u32)v;
+    return r < NP_LAT_BUCKETS ? r : NP_LAT_BUCKETS - 1;
+}
+
+static __always_inline void np_hist_add(u32 netns, u32 ifindex, u32 from, u32 to, u32 span, u64 ns)
+{
+    struct np_hop_key key = {.netns = netns, .ifindex = ifindex, .from = from, .to = to,
+                             .span = span};
+    struct np_hist *h = hops.lookup(&key);
+    if (!h) {
+        struct np_hist zero = {};
+        hops.insert(&key, &zero);
+        h = hops.lookup(&key);
+        if (!h) {
+            np_lat_stat(NP_LAT_HOPS_LOST);
+            return;
+        }
+    }
+    u32 b = np_log2_bucket(ns);
+    if (b < NP_LAT_BUCKETS)
+        h->slot[b] += 1;
+    h->sum_ns += ns;
+}
+
+/* Whether a stage can come next on an skb's way; if not, its address was freed unseen and
+ * reused. Forward in path order, on through a stacked device at the same stage, or, in the
+ * same namespace, from ip_rcv to ip_output (routed) or from netif_receive_skb to
+ * dev_queue_xmit (bridged). */
+static __always_inline int np_lat_follows(struct np_flight *f, u32 stage, u32 netns, u32 ifindex)
+{
+    if (stage > f->stage)
+        return 1;
+    if (stage == f->stage)
+        return f->ifindex != ifindex || f->netns != netns;
+    return f->netns == netns &&
+           ((f->stage == STAGE_ip_rcv && stage == STAGE_ip_output) ||
+            (f->stage == STAGE_netif_receive_skb && stage == STAGE_dev_queue_xmit));
+}
+
+static __always_inline void np_lat_step(struct np_flight *f, u32 stage, u32 netns, u32 ifindex)
+{
+    u32 i = f->n;
+    if (i < NP_PATH_MAX) {
+        f->stages[i] = stage;
+        f->steps[i].netns = netns;
+        f->steps[i].ifindex = ifindex;
+    }
+    if (i < 255)
+        f->n = i + 1;
+    /* FNV-1a over whole steps */
+    f->hash = (f->hash ^ (((u64)stage << 56) ^ ((u64)netns << 24) ^ ifindex)) * 0x100000001b3ULL;
+    f->stage = stage;
+    f->netns = netns;
+    f->ifindex = ifindex;
+    if (stage == STAGE_l4_rcv)
+        f->delivered = 1;
+}
+
+/* Count the path in the census, or as "other" when the census is full */
+static __always_inline void np_lat_close(struct np_flight *f, u32 end)
+{
+    struct np_path_key k = {.hash = f->hash, .end = end, .epoch = f->epoch};
+    struct np_path *p = paths.lookup(&k);
+    if (p) {
+        __sync_fetch_and_add(&p->packets, 1);
+    } else {
+        struct np_path fresh = {.packets = 1, .n = f->n};
+        __builtin_memcpy(fresh.stages, f->stages, sizeof(fresh.stages));
+        __builtin_memcpy(fresh.steps, f->steps, sizeof(fresh.steps));
+        if (paths.insert(&k, &fresh) != 0) {
+            p = paths.lookup(&k); /* another CPU made it first, or the census is full */
+            if (p)
+                __sync_fetch_and_add(&p->packets, 1);
+            else
+                np_lat_stat(NP_LAT_OTHER + (end < NP_NENDS ? end : NP_END_CONSUMED));
+        }
+    }
+    np_lat_stat(NP_LAT_ENDED);
+}
+
+/* Sampling keeps a flow's packets together, both ways: a hash of its addresses (and ports, for
+ * TCP and UDP) that is the same from either side. l3: where the packet's IP header starts. */
+static __always_inline int np_lat_sampled(void *l3)
+{
+#if NP_LAT_SAMPLE > 1
+    u32 w[11] = {};
+    u32 h = 0;
+    bpf_probe_read_kernel(w, sizeof(w), l3);
+    u8 version = (w[0] & 0xff) >> 4;
+    if (version == 4) {
+        u8 proto = (w[2] >> 8) & 0xff;
+        h = w[3] ^ w[4];
+        if ((proto == 6 || proto == 17) && (w[0] & 0xf) == 5)
+            h ^= (w[5] >> 16) ^ (w[5] & 0xffff);
+    } else if (version == 6) {
+        u8 proto = (w[1] >> 16) & 0xff;
+        for (int i = 2; i < 10; i++)
+            h ^= w[i];
+        if (proto == 6 || proto == 17)
+            h ^= (w[10] >> 16) ^ (w[10] & 0xffff);
+    }
+    h = (h ^ (h >> 16)) * 0x45d9f3b;
+    h ^= h >> 16;
+    return h % NP_LAT_SAMPLE == 0;
+#else
+    return 1;
+#endif
+}
+
+#if NP_LAT_SAMPLE > 1
+#define NP_LAT_L3(GET, skb, l3_at) ((void *)NP_SKB_L3(GET, skb, l3_at))
+#else
+#define NP_LAT_L3(GET, skb, l3_at) ((void *)0)
+#endif
+
+static __always_inline void np_lat_start(struct np_flight *f, u64 now, u32 stage, u32 netns,
+                                         u32 ifindex)
+{
+    f->first_ts = f->ts = now;
+    f->hash = 0;
+    f->n = 0;
+    f->delivered = 0;
+    f->first_stage = stage;
+    u32 zero = 0;
+    u32 *ep = lat_epoch.lookup(&zero);
+    f->epoch = ep ? *ep : 0;
+    np_lat_step(f, stage, netns, ifindex);
+    np_lat_stat(NP_LAT_FOLLOWED);
+}
+
+/* An skb at a path stage, on a known device */
+static __always_inline void np_lat_at(u64 addr, void *l3, u32 netns, u32 ifindex, u32 stage)
+{
+    /* a flow not sampled is let go before the in-flight lookup (~100 ns): the hash reads the
+     * packet's headers, which are where the flow filter finds them at every stage */
+    if (!np_lat_sampled(l3))
+        return;
+    struct np_flight *f = inflight.lookup(&addr);
+    if (f && !np_lat_follows(f, stage, netns, ifindex)) {
+        np_lat_close(f, f->delivered ? NP_END_DELIVERED : NP_END_CONSUMED);
+        np_lat_stat(NP_LAT_INFERRED);
+        /* the address starts a new path: its entry is reused in place */
+        np_lat_start(f, bpf_ktime_get_ns(), stage, netns, ifindex);
+        return;
+    }
+    if (!f) {
+        struct np_flight fresh = {};
+        np_lat_start(&fresh, bpf_ktime_get_ns(), stage, netns, ifindex);
+        inflight.update(&addr, &fresh);
+        return;
+    }
+    u64 now = bpf_ktime_get_ns();
+    np_hist_add(netns, ifindex, f->stage, stage, 0, now - f->ts);
+    if (stage == STAGE_l4_rcv && f->n > 1)
+        np_hist_add(netns, ifindex, f->first_stage, stage, 1, now - f->first_ts);
+    f->ts = now;
+    np_lat_step(f, stage, netns, ifindex);
+}
+
+/* The hooks' actions (hooks.h): an untyped skb on its own device ... */
+static __always_inline int np_lat_skb_dev(void *skb, void *dev, int l3_at, u32 stage)
+{
+    struct np_skb_view v = {};
+    u32 netns = 0, ifindex = 0;
+    np_skb_view(skb, l3_at, &v);
+    if (!np_flow_match_l3(v.proto_raw, v.l3) || !dev)
+        return 0;
+    np_dev_identity(dev, &netns, &ifindex);
+    np_lat_at((u64)skb, NP_LAT_L3(NP_PROBE, skb, l3_at), netns, ifindex, stage);
+    return 0;
+}
+
+static __always_inline int np_lat_skb(void *skb, int l3_at, u32 stage)
+{
+    void *dev = NULL;
+    NP_READ(dev, skb, SKB_DEV);
+    return np_lat_skb_dev(skb, dev, l3_at, stage);
+}
+
+/* ... BTF-typed pointers: every field a plain load */
+static __always_inline int np_lat_typed(void *skb, void *dev, int l3_at, u32 stage)
+{
+#ifdef NP_FILTERED
+    if (!np_flow_match_l3(NP_LOAD(u16, skb, OFF_SKB_PROTOCOL), NP_SKB_L3(NP_LOAD, skb, l3_at)))
+        return 0;
+#endif
+    void *net = NP_LOAD(void *, dev, OFF_DEV_NET);
+    u32 ifindex = NP_LOAD(u32, dev, OFF_DEV_IFINDEX);
+    if (!ifindex)
+        return 0; /* no device (yet) */
+    np_lat_at((u64)np_untyped(skb), NP_LAT_L3(NP_LOAD, skb, l3_at), NP_LOAD(u32, net, OFF_NET_INUM),
+              ifindex, stage);
+    return 0;
+}
+
+/* ... and its end: the last hop, and the path into the census */
+static __always_inline int np_lat_end(void *skb, u32 stage)
+{
+    u64 addr = (u64)skb;
+    struct np_flight *f = inflight.lookup(&addr);
+    if (!f)
+        return 0;
+    np_hist_add(f->netns, f->ifindex, f->stage, stage, 0, bpf_ktime_get_ns() - f->ts);
+    np_lat_close(f, stage == STAGE_drop                    ? NP_END_DROPPED
+                    : f->delivered || stage == STAGE_read ? NP_END_DELIVERED
+                                                          : NP_END_CONSUMED);
+    inflight.delete(&addr);
+    return 0;
+}
+
+#endif
