@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from netprobe.catalogue import BY_NAME, STAGES
+from netprobe.catalogue import STAGES
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "packaging" / "systemd" / "netprobe-exporter.service"
@@ -182,7 +182,7 @@ def test_the_systemd_units_capabilities_are_enough(bpf_ok, tmp_path, veth):
         assert bounding == sum(1 << CAP_NUMBERS[c] for c in unit_capabilities())
         smp = samples(ex.get())
         attached = {s.labels["netstage"]: s.value for s in smp if s.name == "netprobe_stage_attached"}
-        assert attached == {s.name: 1 for s in (*STAGES, BY_NAME["drop"])}
+        assert attached == {s.name: 1 for s in STAGES}
         info = {(s.labels["netns"], s.labels["device"]): s.labels for s in smp
                 if s.name == "netprobe_device_info"}
         assert info[("root", "lo")]["xmit"] == "loopback_xmit"
