@@ -52,19 +52,20 @@ static __always_inline void np_drop_add(struct np_drop_key *key, u32 len)
     val->bytes += len;
 }
 
-/* Where a drop is filed, its fields fetched by GET: NP_LOAD through tp_btf's typed skb (plain
- * loads the verifier checks, ~1 ns), NP_PROBE through a raw tracepoint's (~30 ns a read; a
- * drop is rare next to the path's hooks). Without a device the namespace is the socket's:
- * the skb's own, or the receiving socket the tracepoint names (rx_sk, 6.11+). */
-#define NP_DROP_FILE(GET, skb, key, rx_sk)                                                \
+/* Where a drop is filed: the skb's fields fetched by SKB (NP_LOAD through tp_btf's typed skb,
+ * plain loads the verifier checks, ~1 ns; on a raw tracepoint from one copied span of the skb),
+ * the device's, socket's and namespace's by GET (NP_LOAD, or NP_PROBE: ~30 ns a read). Without
+ * a device the namespace is the socket's: the skb's own, or the receiving socket the
+ * tracepoint names (rx_sk, 6.11+). */
+#define NP_DROP_FILE(SKB, GET, skb, key, rx_sk)                                           \
     do {                                                                                \
-        void *_dev = GET(void *, skb, OFF_SKB_DEV);                                     \
+        void *_dev = SKB(void *, skb, OFF_SKB_DEV);                                     \
         void *_net = NULL;                                                              \
         if (_dev) {                                                                     \
             (key)->ifindex = GET(u32, _dev, OFF_DEV_IFINDEX);                           \
             _net = GET(void *, _dev, OFF_DEV_NET);                                      \
         } else {                                                                        \
-            void *_sk = GET(void *, skb, OFF_SKB_SK);                                   \
+            void *_sk = SKB(void *, skb, OFF_SKB_SK);                                   \
             if (_sk)                                                                    \
                 _net = GET(void *, _sk, OFF_SK_NET);                                    \
             else if (rx_sk)                                                             \
@@ -72,8 +73,15 @@ static __always_inline void np_drop_add(struct np_drop_key *key, u32 len)
         }                                                                               \
         if (_net)                                                                       \
             (key)->netns = GET(u32, _net, OFF_NET_INUM);                                \
-        (key)->facts = (GET(u32, skb, OFF_SKB_IIF) ? NP_DROP_RECEIVED : 0) |            \
-                       (GET(u64, skb, OFF_SKB_REFDST) ? NP_DROP_ROUTED : 0);            \
+        (key)->facts = (SKB(u32, skb, OFF_SKB_IIF) ? NP_DROP_RECEIVED : 0) |            \
+                       (SKB(u64, skb, OFF_SKB_REFDST) ? NP_DROP_ROUTED : 0);            \
     } while (0)
+
+/* The span of struct sk_buff those fields lie in (~140 bytes), from an 8-byte boundary: a
+ * raw tracepoint's program copies it with one bpf_probe_read_kernel instead of five */
+#define NP_DROP_SKB_LO (NP_MIN(NP_MIN4(OFF_SKB_DEV, OFF_SKB_SK, OFF_SKB_REFDST, OFF_SKB_LEN), \
+                               OFF_SKB_IIF) & ~7)
+#define NP_DROP_SKB_HI NP_MAX(NP_MAX4(OFF_SKB_DEV + 8, OFF_SKB_SK + 8, OFF_SKB_REFDST + 8,   \
+                                      OFF_SKB_LEN + 4), OFF_SKB_IIF + 4)
 
 #endif
