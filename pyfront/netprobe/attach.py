@@ -226,7 +226,13 @@ class Attachments:
             with bpfsys.in_netns(ns.path):
                 for fn, target in programs:
                     fds.append(self._nf_link(fn, target))
-        except (OSError, NetprobeError) as e:
+        except NetprobeError:
+            # not entered: the handle went with its process (`ip netns add` is briefly the
+            # namespace's only holder, before the mount names it); the next look tries again
+            for fd in fds:
+                os.close(fd)
+            return
+        except OSError as e:
             for fd in fds:
                 os.close(fd)
             self._nf_failed.add(ns.inum)
