@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # What the tests need beyond `make setup`: Debian's prometheus (the real server and promtool
-# for the exporter's end-to-end tests), bpftool, iproute2. Idempotent. The package's own
-# service is kept from starting: the tests run their own server on a port of their own.
+# for the exporter's end-to-end tests), bpftool, iproute2, tcpdump (the flow filter tests'
+# oracle). Idempotent. The package's own service is kept from starting: the tests run their own
+# server on a port of their own.
 set -euo pipefail
 missing=()
-for p in prometheus bpftool iproute2; do
+for p in prometheus bpftool iproute2 tcpdump; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
