@@ -87,14 +87,17 @@ static __always_inline int np_host6_ok(u32 *saddr, u32 *daddr)
  * jumbo header, on sk_buffs over 64 KiB from ip6_output until they are segmented), routing,
  * fragment, destination options, AH. A bounded loop, which the verifier accepts (5.3+), and
  * not unrolled: unrolled it grew each filtered program by 90% (2576 -> 4896 bytes) for a path
- * few packets take; as a loop, by 30%. */
+ * few packets take; as a loop, by a third (-> 3520). */
 #define NP_IPV6_EXT_MAX 6
 #define NP_NEXTHDR_FRAGMENT 44
 
+/* one bit per extension header above: 0, 43, 44, 51, 60 */
+#define NP_IPV6_EXT_MASK ((1ULL << 0) | (1ULL << 43) | (1ULL << NP_NEXTHDR_FRAGMENT) | (1ULL << 51) | \
+                          (1ULL << 60))
+
 static __always_inline int np_ipv6_ext(u8 nexthdr)
 {
-    return nexthdr == 0 || nexthdr == 43 || nexthdr == NP_NEXTHDR_FRAGMENT || nexthdr == 60 ||
-           nexthdr == 51;
+    return nexthdr < 64 && ((1ULL << nexthdr) & NP_IPV6_EXT_MASK);
 }
 
 /* From the fixed header's next-header `*proto` at offset 40, through the extension headers:
@@ -165,7 +168,7 @@ static __always_inline int np_flow_match_l3(u16 proto_raw, void *l3)
         u8 proto = ((u8 *)hdr)[6];
 #if defined(NP_FILTER_PROTO) || defined(NP_FILTER_PORT)
         int off = 40, later = 0;
-        if (np_ipv6_ext(proto)) {
+        if (__builtin_expect(np_ipv6_ext(proto), 0)) {
             off = np_ipv6_upper(l3, &proto, &later);
             if (off < 0)
                 return 0;

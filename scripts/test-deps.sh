@@ -2,7 +2,7 @@
 # What the tests need beyond `make setup`: Debian's prometheus (the real server and promtool
 # for the exporter's end-to-end tests), bpftool, iproute2 (ip, ss), iputils-ping, openssl (test
 # certificates, an encrypted key), man-db (the man pages rendered with warnings on), nftables (the
-# drop tests' firewall rule and its counter), tcpdump (reads back trace's pcapng). Idempotent. The package's own
+# drop tests' firewall rule and its counter), tcpdump (reads back trace's pcapng; the flow filter tests' oracle). Idempotent. The package's own
 # service is kept from starting: the tests run their own server on a port of their own.
 set -euo pipefail
 missing=()
