@@ -4,16 +4,22 @@
 #   make lab-qemu         the kernel tests and `netprobe prove` inside each guest (CI runs it)
 # LAB_KERNELS picks the guests, each with its own cached image: make lab-qemu LAB_KERNELS=6.12
 #   make lab              the two-VM Vagrant lab: vagrant up, then netprobe prove --peer
+#   make lab LAB_BOX=local  the same offline: the project's own box, libvirt in a namespace of
+#                         its own, then vagrant destroy (lab/vagrant/local.sh; CI runs it)
+#   make lab-interrupt-test  Ctrl-C during `make lab LAB_BOX=local` leaves nothing behind
 #   make lab-validate     vagrant validate + shellcheck; needs no box and no provider
 # Others run commands in the guest with: $(LAB_QEMU_RUN) [--timeout SECS] -- CMD...
 LAB_QEMU_RUN = lab/qemu/run.sh
 LAB_KERNELS ?= 6.1 6.12
 # e.g. make lab LAB_PROVIDER=libvirt; empty lets Vagrant pick its default provider
 LAB_PROVIDER ?=
+# local: the offline lab; a box name: that box; empty: debian/bookworm64, or local when this
+# machine has no default route (offline)
+LAB_BOX ?=
 LAB_SHELL_SCRIPTS = $(shell find lab -name '*.sh' | sort) scripts/*.sh .ci/run
 include lab/vagrant/addresses.mk
 
-.PHONY: lab-qemu-image lab-qemu-smoke lab-qemu lab lab-validate
+.PHONY: lab-qemu-image lab-qemu-smoke lab-qemu lab lab-interrupt-test lab-validate
 
 # each kernel in turn (two TCG guests at once would share the 2 cores and gain nothing); a
 # failing kernel does not stop the next one from running, only the target's status
@@ -31,8 +37,19 @@ lab-qemu:
 	done; exit $$status
 
 lab:
-	vagrant up $(if $(LAB_PROVIDER),--provider=$(LAB_PROVIDER))
-	vagrant ssh prober -c 'sudo netprobe prove --peer $(LAB_PEER_ADDR)'
+	@if [ "$(LAB_BOX)" = local ] || { [ -z "$(LAB_BOX)" ] \
+	      && [ -z "$$(ip route show default; ip -6 route show default)" ]; }; then \
+	  echo "lab: the local box, offline (lab/vagrant/local.sh)"; \
+	  $(SUDO) lab/vagrant/local.sh; \
+	else \
+	  set -e; \
+	  $(if $(LAB_BOX),export LAB_VAGRANT_BOX=$(LAB_BOX);) \
+	  vagrant up $(if $(LAB_PROVIDER),--provider=$(LAB_PROVIDER)); \
+	  vagrant ssh prober -c 'sudo netprobe prove --peer $(LAB_PEER_ADDR)'; \
+	fi
+
+lab-interrupt-test:
+	$(SUDO) lab/vagrant/interrupt-test.sh
 
 lab-validate:
 	$(SUDO) lab/apt-need.sh vagrant shellcheck

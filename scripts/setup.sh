@@ -70,11 +70,13 @@ if [ ! -x "$venv/bin/python" ]; then
   say "creating venv $venv"
   /usr/bin/python3 -m venv --system-site-packages "$venv"
 fi
+# Installed again when pyproject.toml changes (by content: a fresh checkout's times say nothing).
+stamp=$(sha256sum "$top/pyfront/pyproject.toml" | cut -d' ' -f1)
 if ! "$venv/bin/python" -c 'import netprobe, bcc' 2>/dev/null \
-   || [ "$top/pyfront/pyproject.toml" -nt "$venv/.netprobe-installed" ]; then
+   || [ "$(cat "$venv/.netprobe-installed" 2>/dev/null)" != "$stamp" ]; then
   say "installing netprobe into $venv"
   "$venv/bin/pip" install -q --no-deps --no-build-isolation -e "$top/pyfront"
-  touch "$venv/.netprobe-installed"
+  echo "$stamp" > "$venv/.netprobe-installed"
 fi
 # the launcher, not pip's script: it starts Python with SIGINT blocked (see scripts/netprobe.sh);
 # written beside and renamed, which also replaces the symlink earlier setups made

@@ -18,24 +18,41 @@ port=7777
 kver=$(uname -r)
 export DEBIAN_FRONTEND=noninteractive
 
-say "apt-get update"
-apt-get update -qq
 packages=(bpfcc-tools python3-bpfcc python3-click python3-rich python3-prometheus-client make)
-# BCC compiles against the running kernel's headers. A box older than the archive's current
-# kernel ABI finds none there any more; `make setup` then links the nearest ones (netprobe
-# reads struct layouts from BTF, so that is enough).
-if apt-cache show "linux-headers-$kver" >/dev/null 2>&1; then
-  packages+=("linux-headers-$kver")
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# BCC compiles against the running kernel's headers. The lab's own box has them already;
+# a box older than the archive's current kernel ABI finds none there any more, and
+# `make setup` then links the nearest ones (netprobe reads struct layouts from BTF).
+headers=
+[ -e "/lib/modules/$kver/build/include" ] || headers=linux-headers-$kver
+# Only what is missing comes from the archive: the offline box has everything, and its VMs
+# reach no archive.
+if [ ${#missing[@]} -gt 0 ] || [ -n "$headers" ]; then
+  say "apt-get update"
+  apt-get update -qq
+  if [ -n "$headers" ]; then
+    if apt-cache show "$headers" >/dev/null 2>&1; then
+      missing+=("$headers")
+    else
+      say "NOTE: the archive has no $headers (box older than its kernel); make setup links the nearest"
+    fi
+  fi
+  if [ ${#missing[@]} -gt 0 ]; then
+    say "installing ${missing[*]}"
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
 else
-  say "NOTE: the archive has no linux-headers-$kver (box older than its kernel); make setup links the nearest"
+  say "BCC, the kernel's headers and netprobe's dependencies are installed already"
 fi
-say "installing ${packages[*]}"
-apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 
 # systemd mounts tracefs at every boot (sys-kernel-tracing.mount); this boot may not have yet.
 mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing
 
-make -C /vagrant setup
+# The venv lives outside the synced folder, where the lab's own box has it made already.
+make -C /vagrant setup VENV=/opt/netprobe/venv
 
 if [ "$role" = prober ]; then
   say "prober ready: vagrant ssh prober -c 'sudo netprobe prove --peer $peer_addr'"
