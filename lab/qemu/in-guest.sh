@@ -27,7 +27,7 @@ step python3 -m pytest -q -p no:cacheprovider "${deselect[@]}" tests/integration
   tests/integration/test_watch_cli.py tests/integration/test_doctor.py tests/integration/test_prove.py \
   tests/integration/test_kprobe_path.py tests/integration/test_drops_counts.py \
   tests/integration/test_drops_kernel.py \
-  tests/integration/test_progcache.py::test_a_hit_loads_without_bcc_and_counts_exactly_as_a_compile
+  tests/integration/test_progcache_kernel.py::test_a_hit_loads_without_bcc_and_counts_exactly_as_a_compile
 step python3 -m netprobe prove
 step python3 -m netprobe prove --peer 10.0.2.100 --peer-port 7 --peer-proto tcp
 exit $status
