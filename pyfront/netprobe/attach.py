@@ -111,6 +111,7 @@ class Attachments:
         self._xmit_syms: set[str] = set()            # driver xmit functions seen
         self._started = False
         self._late: dict[int, LateNetns] = {}         # namespaces linked after the start
+        self.left_off: dict[str, list[str]] = {}      # set name -> stages it failed to attach at
 
     # -- stages ----------------------------------------------------------------------------
     def attach_stages(self, stages: Iterable[Stage] | None = None) -> dict[str, StageState]:
@@ -128,12 +129,17 @@ class Attachments:
             choice = choose(stage, _Without(self.kernel, removed), self.prefer)
             if not choice.available:
                 return choice.state(tuple(refused))
+            # the first set that uses the stage (counting, where it is loaded) decides its
+            # mechanism; a set added beside it that fails there is left off that stage, with a
+            # warning, and never takes the stage away from the first
+            primary, *extra = self._users(stage)
             mark = self._mark()
             try:
                 for a in choice.attaches:
-                    for ps in self._users(stage):
-                        self._attach(ps, a)
+                    self._attach(primary, a)
                 self._choices[stage.name] = choice
+                for ps in extra:
+                    self._attach_extra(ps, stage, choice)
                 return choice.state(tuple(refused))
             except OSError as e:
                 # the hooks this choice did attach go too: kept, they would count the stage a
@@ -141,6 +147,17 @@ class Attachments:
                 self._undo(mark)
                 refused.append(Refusal(choice.candidate.mechanism, e.strerror or str(e)))
             removed.add(choice.candidate.mechanism)
+
+    def _attach_extra(self, ps: ProgramSet, stage: Stage, choice: Choice) -> None:
+        mark = self._mark()
+        try:
+            for a in choice.attaches:
+                self._attach(ps, a)
+        except OSError as e:
+            self._undo(mark)
+            self.left_off.setdefault(ps.name, []).append(stage.name)
+            self.warnings.append(f"{ps.name}: not at {stage.name} ({choice.candidate.mechanism}: "
+                                 f"{e.strerror or e})")
 
     def _prog(self, mechanism: str, fn: str, target: str = "") -> int:
         key = prog_key(mechanism, fn, target)
@@ -192,7 +209,7 @@ class Attachments:
         """(program, netfilter target) for every netfilter hook of every attached stage"""
         return [(ps.fn_prefix + a.fn, a.target) for name, c in self._choices.items()
                 for a in c.attaches if a.mechanism == NETFILTER
-                for ps in self._users(c.stage)]
+                for ps in self._users(c.stage) if name not in self.left_off.get(ps.name, ())]
 
     # -- following namespaces and devices --------------------------------------------------
     def follow_namespaces(self, namespaces: Mapping[int, Netns]) -> None:
@@ -267,13 +284,18 @@ class Attachments:
                 self.warnings.append(f"driver_xmit: {sym} (used by {devs[0].name}) is not a "
                                      f"unique symbol; its devices are not counted at driver_xmit")
                 continue
-            try:
-                for ps in self._users(choice.stage):
+            ok = False
+            for ps in self._users(choice.stage):
+                if "driver_xmit" in self.left_off.get(ps.name, ()):
+                    continue
+                try:
                     self._attach_kprobe(ps, name, ps.fn_prefix + fns[0])
-            except OSError as e:
-                self.warnings.append(f"driver_xmit: kprobe on {sym} failed: {e.strerror or e}")
-                continue
-            attached.append(name)
+                    ok = True
+                except OSError as e:
+                    self.warnings.append(f"driver_xmit: kprobe on {sym} failed for {ps.name}: "
+                                         f"{e.strerror or e}")
+            if ok:
+                attached.append(name)
         if attached:
             st = self.states["driver_xmit"]
             self.states["driver_xmit"] = StageState(

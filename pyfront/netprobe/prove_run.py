@@ -19,8 +19,7 @@ from typing import Callable, Sequence
 from .errors import NetprobeError
 from .flowfilter import FlowFilter
 from .kernel import require_root
-from .latreport import Names, path_rows
-from .programsets import COUNTING, DROPS, LATENCY
+from .programsets import COUNTING, DROPS
 from .prove import CaseResult, FlowPlan, FlowResult, Peer, Report, flow_counts, judge, plan_cases
 from .stagestate import to_json as state_json
 from .topology import VethPair
@@ -72,9 +71,10 @@ def run_prove(*, port: int, peer: Peer | None = None, prefer: Sequence[str] = ()
             except NetprobeError as e:
                 raise NetprobeError(f"building the test namespaces: {e}") from None
         pair.wait_up()
-        # the latency set too: each claim also states the path its packets took
+        # (not the latency set yet: its programs do not load on every kernel prove runs on,
+        # e.g. Debian's 6.1, so the paths each claim's packets took are not stated)
         session = stack.enter_context(ProbeSession(flow=FlowFilter(port=port), prefer=prefer,
-                                                   sets=(COUNTING, DROPS, LATENCY)))
+                                                   sets=(COUNTING, DROPS)))
         report = Report(port, dict(session.states), namespaces=pair.namespaces,
                         veth=(pair.a.dev, pair.b.dev), peer=peer, warnings=session.warnings)
         if ready_file:
@@ -91,12 +91,10 @@ def run_prove(*, port: int, peer: Peer | None = None, prefer: Sequence[str] = ()
             client_ns = case.flows[0].client_ns
             results = []
             for fp in case.flows:
-                epoch = session.begin_epoch()
                 sent, arrived, error, note = _send(fp, port)
                 now = settled(session.read)
                 devs, l4 = flow_counts(before.values, now.values, session.devices, names)
-                results.append(FlowResult(fp, devs, l4, sent, arrived, error, note,
-                                          _paths(session, epoch, names)))
+                results.append(FlowResult(fp, devs, l4, sent, arrived, error, note))
                 before = now
             client = os.stat(client_ns).st_ino if client_ns else own
             report.verdicts.append(judge(CaseResult(case, client, tuple(results)),
@@ -111,11 +109,6 @@ def run_prove(*, port: int, peer: Peer | None = None, prefer: Sequence[str] = ()
     finally:
         with signals_deferred():
             stack.close()
-
-
-def _paths(session, epoch: int, names) -> tuple[tuple[str, str, int], ...]:
-    rows = path_rows(session.paths_of(epoch), Names(session.devices, names))
-    return tuple((r.text, r.end, r.packets) for r in rows)
 
 
 def settled(read):

@@ -74,5 +74,5 @@ def test_watch_json_names_the_kprobes(bpf_ok):
     r = subprocess.run([sys.executable, "-m", "netprobe", "watch", "--json", "--once", "-i", "0.2"],
                        capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr
-    stages = {s["name"]: s["mechanism"] for s in json.loads(r.stdout)["stages"]}
+    stages = {s["name"]: s["description"] for s in json.loads(r.stdout)["stages"]}
     assert stages["dev_queue_xmit"] == "kprobe __dev_queue_xmit"
