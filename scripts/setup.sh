@@ -14,10 +14,17 @@ say() { printf 'setup: %s\n' "$*"; }
 export DEBIAN_FRONTEND=noninteractive
 packages=(python3-bpfcc bpfcc-tools bpftool python3-venv python3-pip python3-setuptools
           python3-click python3-rich python3-prometheus-client python3-pytest
-          iproute2 tcpdump make man-db)
+          iproute2 tcpdump make)
+# wanted, not needed: netprobe runs without it (the lab's VMs have no archive to reach)
+optional=(man-db)
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 missing=()
 for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  installed "$p" || missing+=("$p")
+done
+missing_optional=()
+for p in "${optional[@]}"; do
+  installed "$p" || missing_optional+=("$p")
 done
 
 # Headers: the running kernel's own when the archive has them; else the nearest the archive
@@ -39,8 +46,18 @@ if [ ${#missing[@]} -gt 0 ] || [ -z "$headers" ]; then
     fi
   fi
   if [ ${#missing[@]} -gt 0 ]; then
+    missing+=("${missing_optional[@]}")
+    missing_optional=()
     say "installing ${missing[*]}"
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+fi
+if [ ${#missing_optional[@]} -gt 0 ]; then
+  if { apt-get update -qq && apt-get install -y -qq --no-install-recommends \
+         "${missing_optional[@]}" >/dev/null; } 2>/dev/null; then
+    say "installed ${missing_optional[*]}"
+  else
+    say "NOTE: could not install ${missing_optional[*]} (no package archive?): man pages are installed but not indexed"
   fi
 fi
 
