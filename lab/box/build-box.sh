@@ -21,7 +21,7 @@ packages=(systemd systemd-sysv udev dbus openssh-server sudo rsync apt
           iproute2 iputils-ping kmod procps mount netbase
           python3 python3-bpfcc bpfcc-tools bpftool python3-venv python3-pip python3-setuptools
           python3-wheel python3-click python3-rich python3-prometheus-client python3-pytest
-          python3-pyroute2 tcpdump make)
+          python3-pyroute2 tcpdump make nftables)
 host_packages=(mmdebstrap e2fsprogs qemu-utils vagrant)
 cmd_line="root=/dev/vda rw console=ttyS0 net.ifnames=0 mitigations=off"
 

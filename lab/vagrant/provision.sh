@@ -18,7 +18,7 @@ port=7777
 kver=$(uname -r)
 export DEBIAN_FRONTEND=noninteractive
 
-packages=(bpfcc-tools python3-bpfcc python3-click python3-rich python3-prometheus-client make)
+packages=(bpfcc-tools python3-bpfcc python3-click python3-rich python3-prometheus-client make nftables)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
