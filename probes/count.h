@@ -11,11 +11,15 @@
 #endif
 
 /* Rows are (netns, device, stage); the L4 send stages run before a device is chosen, so their
- * rows carry ifindex 0 and the stage names the protocol. */
+ * rows carry ifindex 0 and the stage names the protocol. A device's rows carry its namespace's
+ * cookie too: a namespace made anew reuses the inode number and its devices the ifindex, and
+ * forgetting the vanished device's rows must not take the new one's. */
 struct np_key {
     u32 netns;
     u32 ifindex;
     u32 stage;
+    u32 pad;
+    u64 cookie;
 };
 
 struct np_val {
@@ -27,9 +31,9 @@ BPF_PERCPU_HASH(counts, struct np_key, struct np_val, NP_MAX_KEYS);
 /* [0]: hits not counted because `counts` was full */
 BPF_PERCPU_ARRAY(dropped, u64, 1);
 
-static __always_inline void np_add(u32 netns, u32 ifindex, u32 stage, u32 len)
+static __always_inline void np_add(u32 netns, u32 ifindex, u64 cookie, u32 stage, u32 len)
 {
-    struct np_key key = {.netns = netns, .ifindex = ifindex, .stage = stage};
+    struct np_key key = {.netns = netns, .ifindex = ifindex, .stage = stage, .cookie = cookie};
     struct np_val *val = counts.lookup(&key);
     if (!val) {
         struct np_val zero = {};
@@ -90,7 +94,7 @@ static __always_inline void np_count_dev(void *dev, u32 stage, u32 len, u64 know
             u64 owner = s->dev;
             if (!released.lookup(&owner)) {
                 np_dev_identity(dev, &netns, &ifindex);
-                np_add(netns, ifindex, stage, len);
+                np_add(netns, ifindex, np_dev_cookie(dev), stage, len);
                 return;
             }
             s->dev = 0; /* its owner vanished: take the slot back */

@@ -97,7 +97,7 @@ static __always_inline void np_count_netns(void *net, u32 netns, u32 stage, u32 
         return;
     if (s->net != (u64)net || s->netns != netns) {
         if (s->net != 0 && s->net != (u64)net) {
-            np_add(netns, 0, stage, len); /* another namespace holds the slot */
+            np_add(netns, 0, 0, stage, len); /* another namespace holds the slot */
             return;
         }
         __builtin_memset(s->v, 0, sizeof(s->v));

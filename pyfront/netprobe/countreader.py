@@ -21,8 +21,12 @@ class CountReader:
 
     def read(self, devices: Iterable[Device], namespaces: Iterable[int]) -> Counts:
         m = self._maps
+        devices = list(devices)
+        cookie = {(d.netns, d.ifindex): d.cookie for d in devices}
+        # a row of a vanished device whose (netns, ifindex) a new one took is not the new one's
         rows = [(k.netns, k.ifindex, k.stage, sum(v.packets for v in per_cpu),
-                 sum(v.bytes for v in per_cpu)) for k, per_cpu in m["counts"].items()]
+                 sum(v.bytes for v in per_cpu)) for k, per_cpu in m["counts"].items()
+                if not k.ifindex or cookie.get((k.netns, k.ifindex), k.cookie) == k.cookie]
         dev_slots = [DevSlot(s.dev, s.netns, s.ifindex, _values(s.v), s.cookie)
                      for per_cpu in m["slots"].values() for s in per_cpu if s.dev]
         net_slots = [NetSlot(s.net, s.netns, _values(s.v))
@@ -52,9 +56,11 @@ class CountReader:
         ep = self._maps["epoch"]
         ep[0] = ep.value_type(ep[0].value + 1)
 
-    def forget(self, keys: set[tuple[int, int]]) -> None:
-        """Delete the hash rows of these (netns, ifindex): a reused ifindex starts from zero"""
-        self._maps["counts"].delete_where(lambda k: (k.netns, k.ifindex) in keys)
+    def forget(self, gone: Iterable[Device]) -> None:
+        """Delete the hash rows of these devices, by (netns, ifindex) and their namespace's
+        cookie: a reused ifindex starts from zero, and a new device keeps its own rows"""
+        keys = {(d.netns, d.ifindex, d.cookie) for d in gone}
+        self._maps["counts"].delete_where(lambda k: (k.netns, k.ifindex, k.cookie) in keys)
 
 
 def _values(v) -> list[tuple[int, int]]:

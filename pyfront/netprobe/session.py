@@ -174,7 +174,7 @@ class ProbeSession:
                 self._counts.devices_changed(gone, devices.values())
             self.devices = devices
             if self._counts is not None and gone:
-                self._counts.forget({d.key for d in gone})
+                self._counts.forget(gone)
             if self._drops is not None and gone:
                 self._drops.forget({d.key for d in gone})
             self._attachments.follow_devices(self.devices.values())
