@@ -121,6 +121,11 @@ class Kernel:
     def kallsyms(self) -> Kallsyms:
         return Kallsyms.load()
 
+    def reload_kallsyms(self) -> Kallsyms:
+        """/proc/kallsyms read again (modules loaded since)"""
+        self.__dict__.pop("kallsyms", None)
+        return self.kallsyms
+
     @cached_property
     def kprobes(self) -> bool:
         tf = tracefs()

@@ -108,7 +108,8 @@ class ProbeSession:
         if COUNTING in self.sets:
             self._counts = CountReader(self.maps)
         if DROPS in self.sets:
-            self._drops = DropReader(self.maps, self.kernel.kallsyms, self.kernel.drop_reasons)
+            self._drops = DropReader(self.maps, self.kernel.reload_kallsyms,
+                                     self.kernel.drop_reasons)
         if LATENCY in self.sets:
             self._latency = LatencyReader(self.maps, self.sample)
         self._attachments = Attachments(self.kernel, self._loaded, self.sets, self.prefer)
