@@ -6,7 +6,6 @@ person reads them (`describe`, by the view, the JSON, the exporter and `prove`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
 
 from .catalogue import NDO_START_XMIT, Stage
 
@@ -50,10 +49,6 @@ class StageState:
             text = "on each device's ndo_start_xmit" + (f": {text}" if text else "")
         fell = "; ".join(map(str, self.fell_back_from))
         return f"{self.mechanism} {text}" + (f" (fell back from {fell})" if fell else "")
-
-
-def unavailable_names(states: Mapping[str, StageState]) -> set[str]:
-    return {name for name, s in states.items() if not s.attached}
 
 
 def to_json(state: StageState) -> dict:
