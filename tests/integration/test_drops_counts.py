@@ -135,7 +135,9 @@ def test_device_counters_equal_ip_link_and_the_veth_drop_is_seen(drops):
     sees it at driver_xmit on that veth."""
     from netprobe import linkstats, netns
 
-    with VethPair.create() as pair:
+    # without IPv6: the veth's own router solicitations and MLD reports, dropped the same way,
+    # once made it 5 where 4 were sent
+    with VethPair.create(ipv6=False) as pair:
         pair.wait_up()
         subprocess.run(["ip", "-n", pair.b.ns, "link", "set", pair.b.dev, "down"], check=True)
         subprocess.run(["ip", "-n", pair.a.ns, "neigh", "add", pair.b.addr4, "lladdr",
