@@ -30,9 +30,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "pyfront"))
 
-from netprobe.catalogue import ALL_STAGES  # noqa: E402
-from netprobe.programsets import ALL as ALL_SETS  # noqa: E402
-from netprobe.topology import VethPair  # noqa: E402
+from netprobe.model.catalogue import ALL_STAGES  # noqa: E402
+from netprobe.model.programsets import ALL as ALL_SETS  # noqa: E402
+from netprobe.kernel.topology import VethPair  # noqa: E402
 
 PORT = 5201
 HOOK_FNS = sorted({h.fn for s in ALL_STAGES for c in s.candidates for h in c.hooks})

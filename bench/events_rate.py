@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "pyfront"))
 
-from netprobe import bpfsys, events, loader  # noqa: E402
+from netprobe.kernel import bpfsys, events, loader  # noqa: E402
 from netprobe.paths import probes_dir  # noqa: E402
 
 PROBE_C = r"""

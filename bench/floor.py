@@ -12,9 +12,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pyfront"))
 
-from netprobe.catalogue import BY_NAME, NETFILTER, STAGES  # noqa: E402
-from netprobe.program import Program  # noqa: E402
-from netprobe.session import ProbeSession  # noqa: E402
+from netprobe.model.catalogue import BY_NAME, NETFILTER, STAGES  # noqa: E402
+from netprobe.kernel.program import Program  # noqa: E402
+from netprobe.kernel.session import ProbeSession  # noqa: E402
 
 HOOK_FN = re.compile(r"^int (\w+)\(([^)]*)\)\n\{.*?^\}\n", re.M | re.S)
 

@@ -15,13 +15,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "pyfront"))
 
-from netprobe.flowfilter import FlowFilter  # noqa: E402
-from netprobe.latency import hop_deltas, path_deltas  # noqa: E402
-from netprobe.latreport import Names, human_ns, path_rows  # noqa: E402
-from netprobe.programsets import COUNTING, LATENCY  # noqa: E402
-from netprobe.session import ProbeSession  # noqa: E402
-from netprobe.topology import VethPair  # noqa: E402
-from netprobe.traffic import udp_flow  # noqa: E402
+from netprobe.model.flowfilter import FlowFilter  # noqa: E402
+from netprobe.model.latency import hop_deltas, path_deltas  # noqa: E402
+from netprobe.render.latreport import Names, human_ns, path_rows  # noqa: E402
+from netprobe.model.programsets import COUNTING, LATENCY  # noqa: E402
+from netprobe.kernel.session import ProbeSession  # noqa: E402
+from netprobe.kernel.topology import VethPair  # noqa: E402
+from netprobe.kernel.traffic import udp_flow  # noqa: E402
 
 PORT = 47301
 CHAIN = ("ip_output", "dev_queue_xmit", "driver_xmit", "driver_rx", "netif_receive_skb",

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "pyfront"))
 
 from netprobe import __version__  # noqa: E402
-from netprobe.cli import cli  # noqa: E402
+from netprobe.commands.cli import cli  # noqa: E402
 
 OVERHEAD_MD = ROOT / "docs" / "OVERHEAD.md"
 

@@ -11,7 +11,7 @@ def main() -> None:
         # scripts/netprobe.sh starts Python with SIGINT blocked, so that a Ctrl-C during the
         # interpreter's start-up waits for this line; here it becomes a KeyboardInterrupt
         signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
-        from .cli import main as cli_main
+        from .commands.cli import main as cli_main
     except KeyboardInterrupt:
         sys.exit(0)
     cli_main()

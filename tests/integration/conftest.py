@@ -1,7 +1,7 @@
 import pytest
 
-from netprobe.session import ProbeSession
-from netprobe.topology import VethPair
+from netprobe.kernel.session import ProbeSession
+from netprobe.kernel.topology import VethPair
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,9 @@ channel: compiled by loader.load, attached with bpfsys, read with events.EventCh
 import os
 import time
 
-from netprobe import bpfsys, events, fields, loader
-from netprobe.kernel import Kernel
+from netprobe.kernel import bpfsys, events, loader
+from netprobe.model import fields
+from netprobe.kernel.facts import Kernel
 from netprobe.paths import probes_dir
 
 # what every test program filters on: the skb's device, when it is in the test's namespace

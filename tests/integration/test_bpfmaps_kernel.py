@@ -5,9 +5,9 @@ import os
 
 import pytest
 
-from netprobe import bpfsys
-from netprobe.bpfmaps import (BPF_MAP_DELETE_ELEM, BPF_MAP_GET_NEXT_KEY, Map, ctype_from_desc,
-                              possible_cpus)
+from netprobe.kernel import bpfsys
+from netprobe.kernel.bpfmaps import (BPF_MAP_DELETE_ELEM, BPF_MAP_GET_NEXT_KEY, Map,
+                                     ctype_from_desc, possible_cpus)
 from netprobe.errors import NetprobeError
 
 HASH, ARRAY, PERCPU_HASH, PERCPU_ARRAY = 1, 2, 5, 6

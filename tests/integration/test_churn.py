@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from netprobe.session import ProbeSession
-from netprobe.topology import ip
+from netprobe.kernel.session import ProbeSession
+from netprobe.kernel.topology import ip
 
 # One raw Ethernet frame out of each named device (AF_PACKET goes through dev_queue_xmit and
 # the driver's xmit, here veth_xmit): a count per device that nothing else adds to.
@@ -112,7 +112,7 @@ def test_a_deleted_namespace_is_let_go_at_once(bpf_ok):
 
 
 def test_a_namespace_made_while_running_is_linked_at_once_and_its_gap_reported(bpf_ok):
-    from netprobe.flowfilter import FlowFilter
+    from netprobe.model.flowfilter import FlowFilter
     with ProbeSession(flow=FlowFilter(proto="icmp")) as s:
         ns = f"np-late-{secrets.token_hex(3)}"
         t0 = time.time()

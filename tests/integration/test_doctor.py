@@ -5,7 +5,7 @@ import sys
 import time
 from pathlib import Path
 
-from netprobe.kernel import Kernel
+from netprobe.kernel.facts import Kernel
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,11 +10,11 @@ import time
 
 import pytest
 
-from netprobe import bpfsys
-from netprobe.dropcounts import UNKNOWN
-from netprobe.programsets import DROPS
-from netprobe.session import ProbeSession
-from netprobe.topology import VethPair
+from netprobe.kernel import bpfsys
+from netprobe.model.dropcounts import UNKNOWN
+from netprobe.model.programsets import DROPS
+from netprobe.kernel.session import ProbeSession
+from netprobe.kernel.topology import VethPair
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +133,7 @@ def test_device_counters_equal_ip_link_and_the_veth_drop_is_seen(drops):
     """A veth whose peer is down drops in veth_xmit: its tx_dropped counts it (link
     statistics, read by netlink in the namespace, as `ip -s link` shows them) and netprobe
     sees it at driver_xmit on that veth."""
-    from netprobe import linkstats, netns
+    from netprobe.kernel import linkstats, netns
 
     # without IPv6: the veth's own router solicitations and MLD reports, dropped the same way,
     # once made it 5 where 4 were sent
@@ -172,7 +172,7 @@ def test_device_counters_equal_ip_link_and_the_veth_drop_is_seen(drops):
 def test_a_kernel_without_reasons_gets_the_place_only(bpf_ok, prefer):
     """As before 5.17: no reason argument is read (the program is built without
     -DNP_DROP_REASONS), and drops are still placed by namespace, device, stage and function."""
-    from netprobe.kernel import Kernel
+    from netprobe.kernel.facts import Kernel
 
     kernel = Kernel()
     kernel.__dict__["drop_reasons"] = None  # what a kernel without enum skb_drop_reason gives

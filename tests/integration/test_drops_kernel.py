@@ -7,11 +7,11 @@ import socket
 
 from event_probe import EventProbe
 
-from netprobe import bpfsys
-from netprobe.drops import drop_site, load_drop_reasons
-from netprobe.kallsyms import Kallsyms
-from netprobe.kernel import Kernel, tracefs
-from netprobe.topology import VethPair
+from netprobe.kernel import bpfsys
+from netprobe.model.drops import drop_site, load_drop_reasons
+from netprobe.model.kallsyms import Kallsyms
+from netprobe.kernel.facts import Kernel, tracefs
+from netprobe.kernel.topology import VethPair
 
 
 def test_reason_names_match_the_tracepoints_own_table(bpf_ok):

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from netprobe import bpfsys
-from netprobe.topology import VethPair
+from netprobe.kernel import bpfsys
+from netprobe.kernel.topology import VethPair
 
 ROOT = Path(__file__).resolve().parents[2]
 PORT = 47109

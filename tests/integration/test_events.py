@@ -8,9 +8,9 @@ import time
 import pytest
 from event_probe import EventProbe
 
-from netprobe import events
-from netprobe.topology import VethPair
-from netprobe.traffic import udp_flow
+from netprobe.kernel import events
+from netprobe.kernel.topology import VethPair
+from netprobe.kernel.traffic import udp_flow
 
 PAYLOAD = 64
 SKB_LEN = 14 + 20 + 8 + PAYLOAD  # on lo, net_dev_queue sees the Ethernet header too

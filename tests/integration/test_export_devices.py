@@ -5,11 +5,11 @@ import threading
 
 import pytest
 
-from netprobe.export_server import SessionCollector, build_info
-from netprobe.flowfilter import FlowFilter
-from netprobe.report import DeviceSelector
-from netprobe.topology import ip, link_stats
-from netprobe.traffic import udp_flow
+from netprobe.commands.export_server import SessionCollector, build_info
+from netprobe.model.flowfilter import FlowFilter
+from netprobe.render.report import DeviceSelector
+from netprobe.kernel.topology import ip, link_stats
+from netprobe.kernel.traffic import udp_flow
 
 PORT = 47301
 

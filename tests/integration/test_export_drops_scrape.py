@@ -8,8 +8,8 @@ import time
 
 from test_export_run import Running, free_port, samples
 
-from netprobe.topology import VethPair, ip
-from netprobe.traffic import udp_send
+from netprobe.kernel.topology import VethPair, ip
+from netprobe.kernel.traffic import udp_send
 
 
 def test_drops_and_device_counters_in_a_scrape(bpf_ok, tmp_path):

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from netprobe.topology import VethPair, link_stats
-from netprobe.traffic import tcp_flow, udp_flow
+from netprobe.kernel.topology import VethPair, link_stats
+from netprobe.kernel.traffic import tcp_flow, udp_flow
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"

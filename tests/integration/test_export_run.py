@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from netprobe.catalogue import BY_NAME, STAGES
+from netprobe.model.catalogue import BY_NAME, STAGES
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "packaging" / "systemd" / "netprobe-exporter.service"
@@ -193,8 +193,8 @@ def test_the_systemd_units_capabilities_are_enough(bpf_ok, tmp_path, veth):
 
 
 def test_latency_histograms_and_paths_of_a_ping_scrape_promtool_clean(bpf_ok, tmp_path):
-    from netprobe.topology import VethPair
-    from netprobe.traffic import icmp_echo
+    from netprobe.kernel.topology import VethPair
+    from netprobe.kernel.traffic import icmp_echo
 
     with VethPair.create() as pair, \
             Running(tmp_path, "--web.listen-address", f"127.0.0.1:{free_port()}",

@@ -2,11 +2,11 @@
 part that did attach is detached, so the stage is not counted twice."""
 import pytest
 
-from netprobe.catalogue import TP_BTF
-from netprobe.flowfilter import FlowFilter
-from netprobe.attach import Attachments
-from netprobe.session import ProbeSession
-from netprobe.traffic import udp_flow
+from netprobe.model.catalogue import TP_BTF
+from netprobe.model.flowfilter import FlowFilter
+from netprobe.kernel.attach import Attachments
+from netprobe.kernel.session import ProbeSession
+from netprobe.kernel.traffic import udp_flow
 
 PORT = 47101
 

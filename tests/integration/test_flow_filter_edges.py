@@ -10,11 +10,11 @@ from contextlib import contextmanager
 
 import pytest
 
-from netprobe.bpfsys import in_netns
-from netprobe.flowfilter import FlowFilter
-from netprobe.session import ProbeSession
-from netprobe.topology import VethPair
-from netprobe.traffic import tcp_flow
+from netprobe.kernel.bpfsys import in_netns
+from netprobe.model.flowfilter import FlowFilter
+from netprobe.kernel.session import ProbeSession
+from netprobe.kernel.topology import VethPair
+from netprobe.kernel.traffic import tcp_flow
 
 PORT = 30069
 DEVICE_STAGES = ("ip_output", "dev_queue_xmit", "driver_xmit", "driver_rx", "netif_receive_skb",

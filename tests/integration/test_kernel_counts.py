@@ -4,12 +4,12 @@ from contextlib import contextmanager
 
 import pytest
 
-from netprobe.catalogue import KPROBE, RAW_TRACEPOINT, TP_BTF
-from netprobe.flowfilter import FlowFilter
-from netprobe.kernel import Kernel
-from netprobe.session import ProbeSession
-from netprobe.topology import VethPair, link_stats
-from netprobe.traffic import tcp_flow, udp_flow
+from netprobe.model.catalogue import KPROBE, RAW_TRACEPOINT, TP_BTF
+from netprobe.model.flowfilter import FlowFilter
+from netprobe.kernel.facts import Kernel
+from netprobe.kernel.session import ProbeSession
+from netprobe.kernel.topology import VethPair, link_stats
+from netprobe.kernel.traffic import tcp_flow, udp_flow
 
 PORT = 47001
 

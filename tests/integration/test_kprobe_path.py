@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from netprobe.flowfilter import FlowFilter
-from netprobe.kernel import Kernel
-from netprobe.session import ProbeSession
-from netprobe.traffic import tcp_flow
+from netprobe.model.flowfilter import FlowFilter
+from netprobe.kernel.facts import Kernel
+from netprobe.kernel.session import ProbeSession
+from netprobe.kernel.traffic import tcp_flow
 
 ROOT = Path(__file__).resolve().parents[2]
 # Kernels without kprobes (this project's CI host) cannot take this path at all; `make

@@ -3,14 +3,14 @@ traffic. Hop histograms are checked against the counting set's counts taken in t
 session, and the census against a ping whose path is known."""
 import pytest
 
-from netprobe.catalogue import KPROBE, RAW_TRACEPOINT
-from netprobe.flowfilter import FlowFilter
-from netprobe.kernel import Kernel
-from netprobe.latency import hop_deltas, path_deltas
-from netprobe.programsets import COUNTING, LATENCY
-from netprobe.session import ProbeSession
-from netprobe.topology import VethPair
-from netprobe.traffic import icmp_echo, udp_flow
+from netprobe.model.catalogue import KPROBE, RAW_TRACEPOINT
+from netprobe.model.flowfilter import FlowFilter
+from netprobe.kernel.facts import Kernel
+from netprobe.model.latency import hop_deltas, path_deltas
+from netprobe.model.programsets import COUNTING, LATENCY
+from netprobe.kernel.session import ProbeSession
+from netprobe.kernel.topology import VethPair
+from netprobe.kernel.traffic import icmp_echo, udp_flow
 
 PORT = 47101
 LOOPBACK_PATH = ["ip_output", "dev_queue_xmit", "driver_xmit", "driver_rx", "netif_receive_skb",

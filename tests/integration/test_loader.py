@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from netprobe import loader
+from netprobe.kernel import loader
 from netprobe.errors import NetprobeError
-from netprobe.program import Program
-from netprobe.session import ProbeSession
+from netprobe.kernel.program import Program
+from netprobe.kernel.session import ProbeSession
 
 ROOT = Path(__file__).resolve().parents[2]
 
 _CHECK = r"""
 import sys
-from netprobe.session import ProbeSession
+from netprobe.kernel.session import ProbeSession
 with ProbeSession() as s:
     maps = open("/proc/self/maps").read()
     assert s.read().values is not None

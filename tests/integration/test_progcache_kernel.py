@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from netprobe import progcache
-from netprobe.flowfilter import FlowFilter
-from netprobe.session import ProbeSession
-from netprobe.topology import VethPair
-from netprobe.traffic import udp_flow
+from netprobe.kernel import progcache
+from netprobe.model.flowfilter import FlowFilter
+from netprobe.kernel.session import ProbeSession
+from netprobe.kernel.topology import VethPair
+from netprobe.kernel.traffic import udp_flow
 
 ROOT = Path(__file__).resolve().parents[2]
 PORT = 47301
@@ -65,7 +65,7 @@ def test_a_hit_loads_without_bcc_and_counts_exactly_as_a_compile(cache):
 
 _HIT_WITHOUT_BCC = r"""
 import sys
-from netprobe.session import ProbeSession
+from netprobe.kernel.session import ProbeSession
 with ProbeSession() as s:
     maps = open("/proc/self/maps").read()
     assert s.read().values is not None

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from netprobe.bpfsys import in_netns
-from netprobe.catalogue import STAGES
-from netprobe.topology import VethPair
+from netprobe.kernel.bpfsys import in_netns
+from netprobe.model.catalogue import STAGES
+from netprobe.kernel.topology import VethPair
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = dict(os.environ, PYTHONPATH=str(ROOT / "pyfront"))

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from netprobe.topology import VethPair
-from netprobe.traffic import udp_flow
+from netprobe.kernel.topology import VethPair
+from netprobe.kernel.traffic import udp_flow
 
 ROOT = Path(__file__).resolve().parents[2]
 LOOPBACK_PATH = ["ip_output", "dev_queue_xmit", "driver_xmit", "driver_rx", "netif_receive_skb",

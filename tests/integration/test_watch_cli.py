@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from netprobe.topology import VethPair
-from netprobe.traffic import tcp_flow, udp_flow
+from netprobe.kernel.topology import VethPair
+from netprobe.kernel.traffic import tcp_flow, udp_flow
 
 ROOT = Path(__file__).resolve().parents[2]
 PORT = 47101
@@ -215,7 +215,7 @@ def test_sample_without_latency_is_a_usage_error(bpf_ok):
 
 
 def test_watch_latency_shows_the_hops_and_the_one_path_of_a_ping(bpf_ok, tmp_path):
-    from netprobe.traffic import icmp_echo
+    from netprobe.kernel.traffic import icmp_echo
 
     with VethPair.create() as pair:
         p, _ = start_watch(tmp_path, "--latency", "--interval", "0.5")

@@ -1,7 +1,7 @@
 """Hand-made BTF blobs for unit tests: types added one by one, the header written last."""
 import struct
 
-from netprobe.btf import ENUM, ENUM64, INT, STRUCT
+from netprobe.model.btf import ENUM, ENUM64, INT, STRUCT
 
 
 class Builder:

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from netprobe.bpfmaps import ctype_from_desc, parse_cpu_list, percpu_stride
+from netprobe.kernel.bpfmaps import ctype_from_desc, parse_cpu_list, percpu_stride
 from netprobe.errors import NetprobeError
 
 # as BCC 0.26 describes them (lib.bpf_table_key_desc / bpf_table_leaf_desc)

@@ -4,7 +4,7 @@ import struct
 import pytest
 from btf_builder import Builder
 
-from netprobe.btf import BTF, BTFError, ENUM, FUNC, FUNC_PROTO, PTR, TYPEDEF, UNION
+from netprobe.model.btf import BTF, BTFError, ENUM, FUNC, FUNC_PROTO, PTR, TYPEDEF, UNION
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ def test_bad_arguments(args, needle):
 
 
 def test_not_root_is_one_line(monkeypatch, capsys):
-    from netprobe import cli
+    from netprobe.commands import cli
 
     monkeypatch.setattr("os.geteuid", lambda: 1000)
     monkeypatch.setattr(sys, "argv", ["netprobe", "watch", "--once"])

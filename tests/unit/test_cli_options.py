@@ -7,22 +7,25 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from netprobe import cli as cli_module
-from netprobe import cli_options
-from netprobe.cli import cli
+from netprobe.commands import cli as cli_module
+from netprobe.commands import cli_options
+from netprobe.commands.cli import cli
 
 
 @pytest.fixture
 def started(monkeypatch):
     """What the commands would have started: nothing, when the input is bad."""
     calls = []
-    monkeypatch.setattr("netprobe.watch.run_watch", lambda **kw: calls.append(("watch", kw)))
-    monkeypatch.setattr("netprobe.export_server.run_export", lambda **kw: calls.append(("export", kw)))
-    monkeypatch.setattr("netprobe.prove_cli._prove", lambda *a: calls.append(("prove", a)) or 0)
-    monkeypatch.setattr("netprobe.cli_options.sigterm_unwinds", lambda: None)
-    monkeypatch.setattr("netprobe.cli.sigterm_unwinds", lambda: None)
-    monkeypatch.setattr("netprobe.export_cli.sigterm_unwinds", lambda: None)
-    monkeypatch.setattr("netprobe.prove_cli.sigterm_unwinds", lambda: None)
+    monkeypatch.setattr("netprobe.commands.watch.run_watch",
+                        lambda **kw: calls.append(("watch", kw)))
+    monkeypatch.setattr("netprobe.commands.export_server.run_export",
+                        lambda **kw: calls.append(("export", kw)))
+    monkeypatch.setattr("netprobe.commands.prove_cli._prove",
+                        lambda *a: calls.append(("prove", a)) or 0)
+    monkeypatch.setattr("netprobe.commands.cli_options.sigterm_unwinds", lambda: None)
+    monkeypatch.setattr("netprobe.commands.cli.sigterm_unwinds", lambda: None)
+    monkeypatch.setattr("netprobe.commands.export_cli.sigterm_unwinds", lambda: None)
+    monkeypatch.setattr("netprobe.commands.prove_cli.sigterm_unwinds", lambda: None)
     return calls
 
 
@@ -132,8 +135,8 @@ def test_main_exits_quietly_on_sigterm(monkeypatch, capsys):
     def stopped(**kw):
         raise cli_options.Terminated()
 
-    monkeypatch.setattr("netprobe.watch.run_watch", stopped)
-    monkeypatch.setattr("netprobe.cli.sigterm_unwinds", lambda: None)
+    monkeypatch.setattr("netprobe.commands.watch.run_watch", stopped)
+    monkeypatch.setattr("netprobe.commands.cli.sigterm_unwinds", lambda: None)
     monkeypatch.setattr("sys.argv", ["netprobe", "watch"])
     with pytest.raises(SystemExit) as exit:
         cli_module.main()

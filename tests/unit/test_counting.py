@@ -1,7 +1,8 @@
 """counting.py's rules, without a kernel: which per-CPU slot speaks for which device, and what
 counts as a device change the probes must be told of."""
-from netprobe.counting import CountKey, DevSlot, NetSlot, aggregate, device_changes, slot_counts
-from netprobe.devices import Device
+from netprobe.model.counting import (CountKey, DevSlot, NetSlot, aggregate, device_changes,
+                                     slot_counts)
+from netprobe.model.devices import Device
 
 STAGES = ("ip_output", "driver_xmit", "tcp_sendmsg")
 LO = Device(1, 1, "lo", "loopback", False, "loopback_xmit", 0xa, "root", addr=0x1000)

@@ -6,11 +6,11 @@ import struct
 import pytest
 from btf_builder import Builder
 
-from netprobe.btf import BTF, FUNC_PROTO, PTR, STRUCT, TYPEDEF
-from netprobe.catalogue import DROP_STAGE_OF, STAGES
-from netprobe.dropcounts import (OTHER, RECEIVED, ROUTED, UNKNOWN, DropKey, DropRow, aggregate,
-                                 drop_stage, netfilter_stage, probe_cflags)
-from netprobe.drops import DropReasons, DropSite, drop_reasons
+from netprobe.model.btf import BTF, FUNC_PROTO, PTR, STRUCT, TYPEDEF
+from netprobe.model.catalogue import DROP_STAGE_OF, STAGES
+from netprobe.model.dropcounts import (OTHER, RECEIVED, ROUTED, UNKNOWN, DropKey, DropRow,
+                                       aggregate, drop_stage, netfilter_stage, probe_cflags)
+from netprobe.model.drops import DropReasons, DropSite, drop_reasons
 
 REASONS = DropReasons({2: "NOT_SPECIFIED", 3: "NO_SOCKET", 12: "NETFILTER_DROP"})
 

@@ -2,14 +2,14 @@
 order, the device filter, a row that restarted, and the JSON and text they make."""
 from rich.console import Console
 
-from netprobe.catalogue import BY_NAME
-from netprobe.devices import Device
-from netprobe.dropcounts import NO_DEVICE, DropCounts, DropKey
-from netprobe.dropreport import drop_lines, drops_json, link_lines
-from netprobe.dropview import render_drops
-from netprobe.linkstats import LinkDrops, LinkDropsRead
-from netprobe.report import DeviceSelector
-from netprobe.stagestate import StageState
+from netprobe.model.catalogue import BY_NAME
+from netprobe.model.devices import Device
+from netprobe.model.dropcounts import NO_DEVICE, DropCounts, DropKey
+from netprobe.render.dropreport import drop_lines, drops_json, link_lines
+from netprobe.render.dropview import render_drops
+from netprobe.kernel.linkstats import LinkDrops, LinkDropsRead
+from netprobe.render.report import DeviceSelector
+from netprobe.model.stagestate import StageState
 
 DEVICES = {(7, 1): Device(7, 1, "lo", "loopback", False, "loopback_xmit", 0, "np-a"),
            (8, 2): Device(8, 2, "veth1", "veth", False, "veth_xmit", 0, "np-b")}

@@ -3,9 +3,10 @@ named and staged through a fake symbol table."""
 import pytest
 from btf_builder import Builder
 
-from netprobe.btf import BTF
-from netprobe.drops import DropReasons, DropSite, drop_reasons, drop_site, module_btf_candidates
-from netprobe.kallsyms import Kallsyms
+from netprobe.model.btf import BTF
+from netprobe.model.drops import (DropReasons, DropSite, drop_reasons, drop_site,
+                                  module_btf_candidates)
+from netprobe.model.kallsyms import Kallsyms
 
 SUBSYS_MASK = 0xFFFF0000
 

@@ -5,7 +5,7 @@ import struct
 
 import pytest
 
-from netprobe import events
+from netprobe.kernel import events
 from netprobe.errors import NetprobeError
 
 BUSY, DISCARD = 1 << 31, 1 << 30

@@ -9,10 +9,10 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from test_export_metrics import BUILD, DEVICES, NAMES, NS2, ROOT_NS, all_attached, samples, value
 
-from netprobe.dropcounts import DropCounts, DropKey
-from netprobe.exporter import Scrape, families
-from netprobe.linkstats import LinkDrops, LinkDropsRead
-from netprobe.report import DeviceSelector
+from netprobe.model.dropcounts import DropCounts, DropKey
+from netprobe.render.exporter import Scrape, families
+from netprobe.kernel.linkstats import LinkDrops, LinkDropsRead
+from netprobe.render.report import DeviceSelector
 from test_export_packaging import DASHBOARD, RULES
 
 DROPS = DropCounts(0.0, {

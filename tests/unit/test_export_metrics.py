@@ -5,14 +5,14 @@ import subprocess
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from netprobe.catalogue import STAGES
-from netprobe.devices import Device
-from netprobe.exporter import (DEFAULT_LISTEN, DEFAULT_PORT, METRICS, BuildInfo,
-                               Scrape, families, format_address, landing_page,
-                               parse_listen_address, stable_netns_names)
-from netprobe.stagestate import StageState
-from netprobe.report import DeviceSelector
-from netprobe.counting import Counts
+from netprobe.model.catalogue import STAGES
+from netprobe.model.devices import Device
+from netprobe.render.exporter import (DEFAULT_LISTEN, DEFAULT_PORT, METRICS, BuildInfo, Scrape,
+                                      families, format_address, landing_page, parse_listen_address,
+                                      stable_netns_names)
+from netprobe.model.stagestate import StageState
+from netprobe.render.report import DeviceSelector
+from netprobe.model.counting import Counts
 
 ROOT_NS, NS2 = 4026531840, 4026532999
 LO = Device(ROOT_NS, 1, "lo", "loopback", False, "loopback_xmit", 0xA1, "root")

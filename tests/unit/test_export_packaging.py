@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 
-from netprobe.exporter import DEFAULT_LISTEN, DEFAULT_PORT, METRICS
-from netprobe.latexport import LATENCY_METRICS
+from netprobe.render.exporter import DEFAULT_LISTEN, DEFAULT_PORT, METRICS
+from netprobe.render.latexport import LATENCY_METRICS
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGING = ROOT / "packaging"

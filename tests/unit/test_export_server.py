@@ -12,15 +12,15 @@ from contextlib import contextmanager
 import pytest
 from prometheus_client import CollectorRegistry
 
-from netprobe.catalogue import STAGES
-from netprobe.devices import Device
+from netprobe.model.catalogue import STAGES
+from netprobe.model.devices import Device
 from netprobe.errors import NetprobeError
-from netprobe.export_server import (MAX_CONNECTIONS, MetricsServer, SessionCollector, make_app,
-                                    tls_context)
-from netprobe.exporter import BuildInfo
-from netprobe.netns import Netns
-from netprobe.counting import Counts
-from netprobe.stagestate import StageState
+from netprobe.commands.export_server import (MAX_CONNECTIONS, MetricsServer, SessionCollector,
+                                             make_app, tls_context)
+from netprobe.render.exporter import BuildInfo
+from netprobe.kernel.netns import Netns
+from netprobe.model.counting import Counts
+from netprobe.model.stagestate import StageState
 
 ROOT_NS = 4026531840
 BUILD = BuildInfo("0.1.0", "3.11.2", "0.26.0", "6.18.0", "all traffic")

@@ -1,7 +1,7 @@
 import pytest
 
 from netprobe.errors import NetprobeError
-from netprobe.flowfilter import FlowFilter
+from netprobe.model.flowfilter import FlowFilter
 
 
 def test_no_filter_compiles_nothing():

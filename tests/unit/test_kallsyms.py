@@ -1,7 +1,7 @@
 import pytest
 
 from netprobe.errors import NetprobeError
-from netprobe.kallsyms import Kallsyms
+from netprobe.model.kallsyms import Kallsyms
 
 TEXT = """\
 ffffffff81000000 T _stext

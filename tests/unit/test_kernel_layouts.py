@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from netprobe.errors import NetprobeError
-from netprobe.kernel import Kernel, headers_release, require_trusted_layouts
+from netprobe.kernel.facts import Kernel, headers_release, require_trusted_layouts
 
 RELEASE = platform.release()
 

@@ -1,8 +1,8 @@
 """latency.py: hop histograms, percentiles and the census, from map snapshots, without root."""
 import pytest
 
-from netprobe.latency import (BUCKETS, ENDS, STATS, Histogram, HopKey, Latency, Path, Step, census,
-                              hop_deltas, hop_histograms, path_deltas)
+from netprobe.model.latency import (BUCKETS, ENDS, STATS, Histogram, HopKey, Latency, Path, Step,
+                                    census, hop_deltas, hop_histograms, path_deltas)
 
 NAMES = ("tcp_sendmsg", "udp_sendmsg", "ip_output", "dev_queue_xmit", "driver_xmit", "driver_rx",
          "netif_receive_skb", "ip_rcv", "l4_rcv", "drop", "consume", "read")

@@ -6,10 +6,10 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from netprobe.devices import Device
-from netprobe.latency import BUCKETS, STATS, Histogram, HopKey, Latency, Path, Step
-from netprobe.latexport import LATENCY_METRICS, latency_families
-from netprobe.latreport import Names
+from netprobe.model.devices import Device
+from netprobe.model.latency import BUCKETS, STATS, Histogram, HopKey, Latency, Path, Step
+from netprobe.render.latexport import LATENCY_METRICS, latency_families
+from netprobe.render.latreport import Names
 
 LO = Device(7, 1, "lo", "loopback", False, "loopback_xmit", 0, "np-a")
 VA = Device(7, 2, "npa", "veth", False, "veth_xmit", 0, "np-a")

@@ -1,9 +1,9 @@
 """latreport.py: hop and path rows named after devices, and watch's JSON, without root."""
 import pytest
 
-from netprobe.devices import Device
-from netprobe.latency import BUCKETS, STATS, Histogram, HopKey, Latency, Path, Step
-from netprobe.latreport import Names, hop_rows, human_ns, interval_rows, path_rows, to_json
+from netprobe.model.devices import Device
+from netprobe.model.latency import BUCKETS, STATS, Histogram, HopKey, Latency, Path, Step
+from netprobe.render.latreport import Names, hop_rows, human_ns, interval_rows, path_rows, to_json
 
 LO = Device(7, 1, "lo", "loopback", False, "loopback_xmit", 0, "np-a")
 VB = Device(8, 2, "npb", "veth", False, "veth_xmit", 0, "np-b")

@@ -4,8 +4,8 @@ import struct
 
 import pytest
 
-from netprobe import linkstats
-from netprobe.linkstats import LinkDrops, parse
+from netprobe.kernel import linkstats
+from netprobe.kernel.linkstats import LinkDrops, parse
 
 
 def rta(kind, payload):

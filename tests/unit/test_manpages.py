@@ -12,7 +12,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from netprobe.cli import cli
+from netprobe.commands.cli import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location("manpages", ROOT / "scripts" / "manpages.py")

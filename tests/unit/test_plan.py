@@ -1,6 +1,6 @@
 """Mechanism choice per stage, on made-up kernels."""
-from netprobe.catalogue import BY_NAME, KPROBE, NETFILTER, RAW_TRACEPOINT, STAGES, TP_BTF
-from netprobe.plan import choose, choose_all
+from netprobe.model.catalogue import BY_NAME, KPROBE, NETFILTER, RAW_TRACEPOINT, STAGES, TP_BTF
+from netprobe.model.plan import choose, choose_all
 
 
 class Facts:

@@ -2,12 +2,12 @@
 fn the catalogue names exists in probes/, every STAGE_ macro used is a catalogue stage."""
 import re
 
-from netprobe import fields
-from netprobe.catalogue import STAGE_IDS
+from netprobe.model import fields
+from netprobe.model.catalogue import STAGE_IDS
 from netprobe.paths import probes_dir
-from netprobe.program import SOURCES
-from netprobe.programsets import ALL
-from netprobe.attach import stages_of
+from netprobe.kernel.program import SOURCES
+from netprobe.model.programsets import ALL
+from netprobe.kernel.attach import stages_of
 
 PROBES = probes_dir()
 HEADERS = ("netprobe.h", "flow_filter.h", "hooks.h", "count.h", "drops.h")

@@ -3,8 +3,8 @@ import struct
 
 import pytest
 
-from netprobe import progcache
-from netprobe.progcache import Entry, MapDef, ProgDef, Rejected, Uncacheable
+from netprobe.kernel import progcache
+from netprobe.kernel.progcache import Entry, MapDef, ProgDef, Rejected, Uncacheable
 
 
 def insn(code, dst=0, src=0, off=0, imm=0):

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from netprobe.peer import EchoServer
-from netprobe.traffic import tcp_echo, udp_echo
+from netprobe.commands.peer import EchoServer
+from netprobe.kernel.traffic import tcp_echo, udp_echo
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {"PYTHONPATH": str(ROOT / "pyfront"), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
@@ -38,7 +38,7 @@ def test_bad_input_is_one_clear_line(args, code, needle):
 
 
 def test_prove_needs_root_and_says_so_in_one_line(monkeypatch, capsys):
-    from netprobe import cli
+    from netprobe.commands import cli
 
     monkeypatch.setattr("os.geteuid", lambda: 1000)
     monkeypatch.setattr(sys, "argv", ["netprobe", "prove"])

@@ -5,9 +5,9 @@ from dataclasses import replace
 
 import pytest
 
-from netprobe.dropcounts import DropKey
-from netprobe.prove import Report, text, to_json
-from netprobe.prove_drops import DropExpect, delta, judge, judge_drop
+from netprobe.model.dropcounts import DropKey
+from netprobe.model.prove import Report, text, to_json
+from netprobe.model.prove_drops import DropExpect, delta, judge, judge_drop
 
 A, B = 101, 202
 LO4 = DropExpect("127.0.0.1", "closed port", A, "np-x-a", 1, "lo", ("l4_rcv",), "NO_SOCKET", 16)

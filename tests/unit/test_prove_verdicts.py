@@ -3,12 +3,13 @@ import json
 
 import pytest
 
-from netprobe.devices import Device
-from netprobe.catalogue import BY_NAME
-from netprobe.stagestate import Refusal, StageState
-from netprobe.prove import (LOOPBACK, NIC, CasePlan, CaseResult, DevCount, FlowPlan, FlowResult, Peer,
-                            Report, case_lines, flow_counts, judge, plan_cases, text, to_json)
-from netprobe.topology import Host
+from netprobe.model.devices import Device
+from netprobe.model.catalogue import BY_NAME
+from netprobe.model.stagestate import Refusal, StageState
+from netprobe.model.prove import (LOOPBACK, NIC, CasePlan, CaseResult, DevCount, FlowPlan,
+                                  FlowResult, Peer, Report, case_lines, flow_counts, judge,
+                                  plan_cases, text, to_json)
+from netprobe.kernel.topology import Host
 
 A = Host("np-t-a", "npta", "10.9.0.1", "fd00:9::1")
 B = Host("np-t-b", "nptb", "10.9.0.2", "fd00:9::2")
@@ -293,7 +294,7 @@ def test_devices_of_one_name_in_two_namespaces_are_told_apart_within_80_columns(
 
 
 def test_a_claim_states_the_path_most_of_its_packets_took():
-    from netprobe.prove import FlowResult, path_lines
+    from netprobe.model.prove import FlowResult, path_lines
 
     flows = [FlowResult(None, (), paths=(("a[lo] > b[lo]", "delivered", 5),
                                          ("b[lo]", "in flight", 1))),

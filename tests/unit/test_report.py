@@ -1,9 +1,9 @@
-from netprobe.devices import Device, WalkRecord, describe
-from netprobe.kallsyms import Kallsyms
-from netprobe.catalogue import BY_NAME
-from netprobe.stagestate import StageState
-from netprobe.report import (DeviceSelector, active_rows, device_rows, human, protocol_rows,
-                             to_json)
+from netprobe.model.devices import Device, WalkRecord, describe
+from netprobe.model.kallsyms import Kallsyms
+from netprobe.model.catalogue import BY_NAME
+from netprobe.model.stagestate import StageState
+from netprobe.render.report import (DeviceSelector, active_rows, device_rows, human, protocol_rows,
+                                    to_json)
 
 LO = Device(1, 1, "lo", "loopback", False, "loopback_xmit", 0x10, "root")
 ETH = Device(1, 2, "eth0", "virtio_net", True, "start_xmit [virtio_net]", 0x20, "root")

@@ -1,7 +1,7 @@
 """System-call numbers come from a per-architecture table; an unknown machine is one line."""
 import pytest
 
-from netprobe import bpfsys
+from netprobe.kernel import bpfsys
 from netprobe.errors import NetprobeError
 
 
@@ -24,7 +24,7 @@ def test_an_unknown_machine_stops_a_command_before_any_system_call(monkeypatch, 
     """The check sits in front of everything a command does: no bpf() with a wrong number."""
     import sys
 
-    from netprobe import cli
+    from netprobe.commands import cli
 
     monkeypatch.setattr(bpfsys.os, "uname", lambda: _Uname("riscv64"))
     bpfsys._nr.cache_clear()

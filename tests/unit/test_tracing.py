@@ -6,11 +6,11 @@ import struct
 
 import pytest
 
-from netprobe.pcapng import LINKTYPE_RAW, PcapngWriter
-from netprobe.trace_run import TraceFilter
-from netprobe.tracing import (DELIVERED, DROPPED, UNSEEN, Footer, Hop, Names, Tracker,
-                              decode_flow, hop_from_record, path_comment, tcp_flags, trace_json,
-                              trace_lines)
+from netprobe.render.pcapng import LINKTYPE_RAW, PcapngWriter
+from netprobe.commands.trace_run import TraceFilter
+from netprobe.model.tracing import (DELIVERED, DROPPED, UNSEEN, Footer, Hop, Names, Tracker,
+                                    decode_flow, hop_from_record, path_comment, tcp_flags,
+                                    trace_json, trace_lines)
 from netprobe.errors import NetprobeError
 
 

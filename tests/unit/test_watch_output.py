@@ -2,9 +2,9 @@
 piped form of its table (item 6); pure, no root."""
 from rich.console import Console
 
-from netprobe.devices import Device
-from netprobe.view import render
-from netprobe.watch import NAMES_SHOWN, unmatched_device_warnings
+from netprobe.model.devices import Device
+from netprobe.render.view import render
+from netprobe.commands.watch import NAMES_SHOWN, unmatched_device_warnings
 
 
 def dev(name, ns="root", ifindex=1):
