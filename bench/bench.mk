@@ -1,9 +1,10 @@
 # `make bench`: netprobe's cost to the traffic it watches (see docs/OVERHEAD.md).
 # Subsets and lengths: make bench ROUNDS=7 SECS=3 ENVS=loopback CONFIGS=netprobe,tcpdump
+# A/B against an earlier commit in the same rounds: make bench BASELINE=<git ref>
 BENCH_PACKAGES := iperf3 bpftrace tcpdump gcc libc6-dev util-linux bpftool
 BENCH_ARGS = $(if $(ROUNDS),--rounds $(ROUNDS)) $(if $(SECS),--secs $(SECS)) \
 	$(if $(ENVS),--envs $(ENVS)) $(if $(CONFIGS),--configs $(CONFIGS)) \
-	$(if $(WORKLOADS),--workloads $(WORKLOADS))
+	$(if $(WORKLOADS),--workloads $(WORKLOADS)) $(if $(BASELINE),--baseline $(BASELINE))
 
 .PHONY: bench
 bench: setup

@@ -151,8 +151,8 @@ def _wait_file(path, proc, what, limit=60):
 
 
 @contextmanager
-def _process(cmd, ready=None, ready_line=None, what="", ns=None):
-    p = subprocess.Popen(in_ns(ns, cmd), env=ENV, text=True, stderr=subprocess.PIPE,
+def _process(cmd, ready=None, ready_line=None, what="", ns=None, env=None):
+    p = subprocess.Popen(in_ns(ns, cmd), env=env or ENV, text=True, stderr=subprocess.PIPE,
                          stdout=subprocess.PIPE if ready_line else subprocess.DEVNULL)
     try:
         if ready:
@@ -201,6 +201,33 @@ def _netprobe(args, tmp):
 
 def config_netprobe(env, tmp):
     return _netprobe([], tmp)
+
+
+# --baseline REF: that commit's files, unpacked once per run
+BASELINE: dict[str, Path] = {}
+
+
+def baseline_env() -> dict:
+    return dict(ENV, PYTHONPATH=str(BASELINE["tree"] / "pyfront"))
+
+
+def config_netprobe_baseline(env, tmp):
+    """netprobe as it was at --baseline REF (its own pyfront/ and probes/, this machine's
+    venv), in the same rounds as this tree's: the A/B a change is judged by."""
+    ready = tmp / f"npb.{time.time_ns()}"
+    return _process(NETPROBE + ["watch", "--json", "-i", "1", "--ready-file", str(ready)],
+                    ready=ready, what="netprobe (baseline)", env=baseline_env())
+
+
+def unpack_baseline(ref: str, tmp: Path) -> Path:
+    dest = tmp / "baseline"
+    dest.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", ref],
+                             capture_output=True)
+    if archive.returncode != 0:
+        sys.exit(f"bench: --baseline {ref}: {archive.stderr.decode().strip()}")
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    return dest
 
 
 def config_netprobe_filtered(env, tmp):
@@ -258,28 +285,30 @@ CONFIGS = {"none": config_none, "empty_programs": config_floor, "netprobe": conf
            "trace_no_match": config_trace_no_match, "trace_one_flow": config_trace_one_flow,
            "netprobe_latency": config_netprobe_latency,
            "netprobe_latency_sample100": config_netprobe_latency_sample100,
-           "bpftrace_hop": config_bpftrace_hop}
+           "bpftrace_hop": config_bpftrace_hop,
+           "netprobe_baseline": config_netprobe_baseline}
 # netprobe as another kernel would run it: the report gives the targets for it too
 VARIANTS = {"netprobe_raw_tp": "netprobe --prefer raw_tracepoint (kernels without tp_btf)"}
 
 
 # -- the rest of the measurements ---------------------------------------------------------------
-def startup_times(tmp, n=3):
+def startup_times(tmp, n=3, env=None):
     """Command start to probes attached (--ready-file), and to the first counts printed
-    (`watch --json --count 1 --interval 0.1`)."""
+    (`watch --json --count 1 --interval 0.1`). `env`: another tree's (the baseline's)."""
+    env = env or ENV
     attached, first = [], []
     for _ in range(n):
         ready = tmp / f"st.{time.time_ns()}"
         t0 = time.monotonic()
         p = subprocess.Popen(NETPROBE + ["watch", "--json", "-i", "5", "--ready-file", str(ready)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV)
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
         _wait_file(ready, p, "netprobe")
         attached.append(time.monotonic() - t0)
         p.send_signal(signal.SIGTERM)
         p.wait(10)
         t0 = time.monotonic()
         p = subprocess.Popen(NETPROBE + ["watch", "--json", "--count", "1", "--interval", "0.1"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         line = p.stdout.readline()
         first.append(time.monotonic() - t0)
         p.wait(30)
@@ -418,9 +447,12 @@ def main():
     ap.add_argument("--rounds", type=int, default=int(os.environ.get("ROUNDS") or 5))
     ap.add_argument("--secs", type=float, default=float(os.environ.get("SECS") or 2))
     ap.add_argument("--envs", default=os.environ.get("ENVS") or "loopback,veth")
-    ap.add_argument("--configs", default=os.environ.get("CONFIGS") or ",".join(CONFIGS))
+    ap.add_argument("--configs", default=os.environ.get("CONFIGS") or ",".join(
+        c for c in CONFIGS if c != "netprobe_baseline"))
     ap.add_argument("--workloads", default=os.environ.get("WORKLOADS") or ",".join(WORKLOADS))
     ap.add_argument("--out", default=str(HERE / "results"))
+    ap.add_argument("--baseline", metavar="REF", default=os.environ.get("BASELINE") or None,
+                    help="also run netprobe as it was at this git commit, in the same rounds")
     ap.add_argument("--from-json", metavar="FILE",
                     help="no measuring: recompute and print the report of an earlier run")
     args = ap.parse_args()
@@ -428,6 +460,8 @@ def main():
         old = json.loads(Path(args.from_json).read_text())
         args.rounds, args.secs = old["rounds"], old["seconds_per_run"]
         extra = {k: old[k] for k in ("startup", "frontend", "per_hook_ns")}
+        if old.get("baseline"):
+            extra["baseline"] = old["baseline"]
         extra["drop_ns"] = old.get("drop_ns", {})
         print(render(make_report(old["samples"], extra, args, old.get("errors", []),
                                  old["machine"], old["when"])))
@@ -444,7 +478,14 @@ def main():
             sys.exit(f"bench: unknown configuration {c} (one of {', '.join(CONFIGS)})")
     if "none" not in configs:
         configs.insert(0, "none")  # every ratio is to it
+    if args.baseline and "netprobe_baseline" not in configs:
+        configs.insert(configs.index("netprobe") + 1 if "netprobe" in configs else 1,
+                       "netprobe_baseline")
+    if "netprobe_baseline" in configs and not args.baseline:
+        sys.exit("bench: netprobe_baseline needs --baseline REF (make bench BASELINE=REF)")
     tmp = Path(tempfile.mkdtemp(prefix="npbench."))
+    if args.baseline:
+        BASELINE["tree"] = unpack_baseline(args.baseline, tmp)
     loadgen = build_loadgen(tmp)
     results: dict = {}
     errors: list[str] = []
@@ -484,6 +525,9 @@ def main():
                                                            "netprobe_latency_sample100",
                                                            "bpftrace_hop") if c in configs]),
                  "drop_ns": drop_cost(loadgen, first, tmp, configs)}
+        if args.baseline:
+            extra["baseline"] = {"ref": args.baseline,
+                                 "startup": startup_times(tmp, env=baseline_env())}
     finally:
         pair.delete()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -637,6 +681,11 @@ def render(report) -> str:
     lines.append(f"start-up to first counts: median {first['median']:.2f} s "
                  f"(min {first['min']:.2f}, max {first['max']:.2f})")
     lines.append(f"start-up to probes attached: median {st['to_attached_s']['median']:.2f} s")
+    if report.get("baseline"):
+        bst = report["baseline"]["startup"]
+        lines.append(f"  baseline {report['baseline']['ref']}: first counts "
+                     f"{bst['to_first_counts_s']['median']:.2f} s, probes attached "
+                     f"{bst['to_attached_s']['median']:.2f} s (same run)")
     fe = report["frontend"]
     lines.append(f"frontend at 1 s refresh: {fe['cpu_share_of_a_core'] * 100:.2f}% of a core, "
                  f"peak RSS {fe['peak_rss_mb']:.0f} MB "
