@@ -48,3 +48,8 @@ FIELD(SKB_DATA_LEN,    sk_buff,     data_len, 4)
 FIELD(TASK_STACK,      task_struct, stack, 8)
 FIELD(TASK_TGID,       task_struct, tgid, 4)
 FIELD(TASK_COMM,       task_struct, comm, 16)
+
+/* Bitfields, BITFIELD(id, struct, member): BTF gives -DOFF_<id>=<byte> and -DBIT_<id>=<mask in
+ * that byte>. offsetof() cannot take a bitfield, so the headers fallback has none of them: a
+ * probe reading one checks #ifdef BIT_<id> and says when it could not. */
+BITFIELD(SKB_CLONED,     sk_buff,     cloned)

@@ -20,10 +20,12 @@
 #include <linux/sched.h>
 #include <linux/device.h>
 #define FIELD(id, s, path, size) OFF_##id = __builtin_offsetof(struct s, path),
+#define BITFIELD(id, s, member)
 enum np_field_offsets {
 #include "fields.h"
 };
 #undef FIELD
+#undef BITFIELD
 #endif
 
 

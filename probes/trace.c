@@ -21,6 +21,14 @@
 #endif
 
 #define NP_TRACE_TASK 1 /* the stage ran in process context: pid and comm are the process's */
+#define NP_TRACE_CLONED 2 /* skb->cloned: this skb or another shares its data (TCP sends a
+                           * clone and keeps the original queued for retransmission) */
+#ifdef BIT_SKB_CLONED
+#define NP_TRACE_CLONED_BIT(GET, skb) \
+    ((GET(u8, skb, OFF_SKB_CLONED) & BIT_SKB_CLONED) ? NP_TRACE_CLONED : 0)
+#else
+#define NP_TRACE_CLONED_BIT(GET, skb) 0
+#endif
 
 struct np_trace_event {
     u64 skb;
@@ -157,6 +165,7 @@ struct np_trace_view {
     u32 len;
     u32 data_len;
     u16 proto_raw;
+    u8 cloned;
 };
 
 #define NP_TRACE_FIELDS(v, GET, skb, l3_at)                    \
@@ -166,6 +175,7 @@ struct np_trace_view {
         (v)->data = GET(char *, skb, OFF_SKB_DATA);            \
         (v)->l3 = NP_SKB_L3(GET, skb, l3_at);                  \
         (v)->proto_raw = GET(u16, skb, OFF_SKB_PROTOCOL);      \
+        (v)->cloned = NP_TRACE_CLONED_BIT(GET, skb);           \
     } while (0)
 
 /* The filters beside the flow's, at an skb's first stage */
@@ -249,6 +259,7 @@ static __always_inline int np_trace_at(void *ctx, u64 skb, struct np_trace_view 
     e->cpu = cpu;
     e->stage = stage;
     np_trace_task(e, task);
+    e->flags |= v->cloned;
     /* the linear part only: paged data (TCP's payload, often) is not at l3 + n */
     s64 linear = (s64)(v->data + (v->len - v->data_len) - v->l3);
     u32 n = linear < 0 ? 0 : linear > NP_TRACE_SNAP ? NP_TRACE_SNAP : (u32)linear;

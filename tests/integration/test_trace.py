@@ -138,6 +138,10 @@ def test_tcp_over_lo_shows_handshake_data_and_fins_in_order_with_their_processes
     assert len(fins) == 2 and skbs.index(data[0]) < skbs.index(fins[0])
     for skb in skbs:
         assert path(skb) == LOOPBACK_PATH
+    # TCP transmits clones of what it keeps queued for retransmission (SYN, data, FIN); a
+    # pure ACK is made to be sent and kept by no one
+    assert [skbs[0]["clone"], skbs[2]["clone"], data[0]["clone"]] == [True, False, True]
+    assert all(f["clone"] for f in fins)
     client_port = skbs[0]["flow"]["sport"]
     # sent in a process's context, by the process that sent it: the client's SYN and data,
     # the server's FIN (its close)

@@ -20,7 +20,11 @@ def btf():
     tdef = b.add(TYPEDEF, "possible_net_t", st=possible)
     b.struct("sk_buff", 128, [("", anon, 128), ("len", u32, 8 * 16), ("proto", u16, 8 * 20),
                               ("nd_net", tdef, 8 * 24)])
-    b.struct("bits", 4, [("a", u32, (3 << 24) | 0)], kflag=1)
+    # a:3 at bit 0; cloned:1 at bit 130 (byte 16, bit 2), inside an anonymous struct;
+    # wide:4 at bit 14, across bytes 1 and 2
+    grouped = b.struct("", 4, [("cloned", u32, (1 << 24) | 2)], kflag=1)
+    b.struct("bits", 24, [("a", u32, (3 << 24) | 0), ("", grouped, 128), ("wide", u32, (4 << 24) | 14)],
+             kflag=1)
     ppdev = b.add(PTR, "", st=pdev)
     proto = b.add(FUNC_PROTO, "", vlen=2, st=u32,
                   trailer=struct.pack("<IIII", b.s("pskb"), ppdev, b.s("x"), u32))
@@ -49,6 +53,17 @@ def test_missing_field_and_struct(btf):
 def test_bitfields_are_refused(btf):
     with pytest.raises(BTFError, match="bitfield"):
         btf.field("bits", "a")
+
+
+def test_a_bitfield_as_its_byte_and_mask(btf):
+    assert btf.bitfield("bits", "a") == (0, 0b111)
+    assert btf.bitfield("bits", "cloned") == (16, 0b100)  # through the anonymous struct
+    with pytest.raises(BTFError, match="within one byte"):
+        btf.bitfield("bits", "wide")
+    with pytest.raises(BTFError, match="not a bitfield"):
+        btf.bitfield("sk_buff", "len")
+    with pytest.raises(BTFError, match="no field"):
+        btf.bitfield("bits", "nope")
 
 
 def test_function_parameter_types(btf):

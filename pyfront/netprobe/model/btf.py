@@ -119,18 +119,20 @@ class BTF:
             bitsize, bitoff = (moff >> 24, moff & 0xFFFFFF) if kflag else (0, moff)
             yield (self._str(name_off) if name_off else ""), mtype, bitoff, bitsize
 
-    def _find_member(self, tid: int, name: str) -> tuple[int, int] | None:
-        """(bit offset, member type) of `name` in struct/union `tid`, looking through the
-        anonymous structs and unions the kernel uses to group fields."""
+    def _find_member(self, tid: int, name: str,
+                     bits: bool = False) -> tuple[int, int, int] | None:
+        """(bit offset, member type, bit size: 0 unless a bitfield) of `name` in struct/union
+        `tid`, looking through the anonymous structs and unions the kernel uses to group
+        fields. A bitfield is refused unless `bits`: probes read whole bytes."""
         for mname, mtype, bitoff, bitsize in self._members(tid):
             if mname == name:
-                if bitsize or bitoff % 8:
+                if (bitsize or bitoff % 8) and not bits:
                     raise BTFError(f"{name} is a bitfield; probes read whole bytes only")
-                return bitoff, mtype
+                return bitoff, mtype, bitsize
             if not mname and self._hdr(self._resolve(mtype))[0] in (STRUCT, UNION):
-                inner = self._find_member(self._resolve(mtype), name)
+                inner = self._find_member(self._resolve(mtype), name, bits)
                 if inner is not None:
-                    return bitoff + inner[0], inner[1]
+                    return bitoff + inner[0], inner[1], inner[2]
         return None
 
     def struct_id(self, name: str) -> int:
@@ -153,6 +155,17 @@ class BTF:
             offset += found[0] // 8
             tid = found[1]
         return Field(offset, self._sizeof(tid))
+
+    def bitfield(self, struct_name: str, member: str) -> tuple[int, int]:
+        """(byte offset, mask within that byte) of a bitfield member of at most 8 bits that
+        does not cross a byte, such as ('sk_buff', 'cloned')."""
+        found = self._find_member(self._resolve(self.struct_id(struct_name)), member, bits=True)
+        if found is None:
+            raise BTFError(f"struct {struct_name} has no field {member} in this kernel")
+        bitoff, _t, bitsize = found
+        if not bitsize or bitoff // 8 != (bitoff + bitsize - 1) // 8:
+            raise BTFError(f"{struct_name}.{member} is not a bitfield within one byte")
+        return bitoff // 8, ((1 << bitsize) - 1) << (bitoff % 8)
 
     def struct_size(self, name: str) -> int:
         return self._sizeof(self.struct_id(name))

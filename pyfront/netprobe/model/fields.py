@@ -9,6 +9,7 @@ from .btf import BTF, BTFError
 from ..errors import NetprobeError
 
 _FIELD = re.compile(r"^FIELD\(\s*(\w+)\s*,\s*(\w+)\s*,\s*([\w.]+)\s*,\s*(\d+)\s*\)", re.M)
+_BITFIELD = re.compile(r"^BITFIELD\(\s*(\w+)\s*,\s*(\w+)\s*,\s*(\w+)\s*\)", re.M)
 
 
 @dataclass(frozen=True)
@@ -16,11 +17,12 @@ class FieldSpec:
     id: str
     struct: str
     path: str
-    size: int
+    size: int  # bytes; 0: a bitfield (-DOFF_<id> its byte, -DBIT_<id> its mask in it)
 
 
 def parse_fields_h(text: str) -> list[FieldSpec]:
-    return [FieldSpec(m[1], m[2], m[3], int(m[4])) for m in _FIELD.finditer(text)]
+    return ([FieldSpec(m[1], m[2], m[3], int(m[4])) for m in _FIELD.finditer(text)]
+            + [FieldSpec(m[1], m[2], m[3], 0) for m in _BITFIELD.finditer(text)])
 
 
 def offset_cflags(specs: list[FieldSpec], btf: BTF) -> list[str]:
@@ -28,6 +30,10 @@ def offset_cflags(specs: list[FieldSpec], btf: BTF) -> list[str]:
     flags = []
     for f in specs:
         try:
+            if f.size == 0:
+                byte, mask = btf.bitfield(f.struct, f.path)
+                flags += [f"-DOFF_{f.id}={byte}", f"-DBIT_{f.id}={mask:#x}"]
+                continue
             found = btf.field(f.struct, f.path)
         except BTFError as e:
             raise NetprobeError(f"reading kernel layout from BTF: {e}") from None

@@ -11,6 +11,7 @@ from typing import Callable
 from .catalogue import ALL_STAGES
 
 TASK = 1  # probes/trace.c NP_TRACE_TASK: the stage ran in process context
+CLONED = 2  # NP_TRACE_CLONED: skb->cloned, its data shared with another skb
 STAGE_NAMES = tuple(s.name for s in ALL_STAGES)
 # what user space sees of a softirq that runs in its own thread: a task, but not the sender
 _SOFTIRQ_THREADS = ("ksoftirqd/",)
@@ -30,6 +31,7 @@ class Hop:
     reason: int = 0    # drop: enum skb_drop_reason
     packet: bytes = b""  # from the L3 header, the linear part, at most the snap length
     l3_off: int = 0
+    cloned: bool = False  # skb->cloned at this stage
 
     @property
     def process(self) -> str:
@@ -44,7 +46,7 @@ def hop_from_record(rec) -> tuple[int, int, Hop]:
     packet = bytes(rec.bytes[:min(rec.cap_len, len(rec.bytes))])
     return rec.skb, rec.id, Hop(rec.ts, rec.cpu, rec.netns, rec.ifindex, stage, rec.len,
                                 rec.pid if task else None, comm if task else "", rec.reason,
-                                packet, rec.l3_off)
+                                packet, rec.l3_off, bool(rec.flags & CLONED))
 
 
 # -- the flow, from the packet's first bytes -------------------------------------------------
@@ -145,6 +147,12 @@ class Trace:
     @property
     def last_ts(self) -> int:
         return max([h.ts for h in self.hops] + ([self.end.ts] if self.end else []))
+
+    @property
+    def clone(self) -> bool:
+        """A clone from its first stage on: TCP transmits clones of the skbs it keeps queued
+        for retransmission, so its data segments and SYNs are clones while pure ACKs are not"""
+        return bool(self.hops) and self.hops[0].cloned
 
     @property
     def flow(self) -> Flow | None:
@@ -255,7 +263,8 @@ def header_line(n: int, t: Trace) -> str:
     flow = t.flow
     proc = t.process
     who = proc.process if proc else "softirq"
-    return f"skb #{n} {flow.describe() if flow else 'not IP'}  sent by {who}"
+    clone = "  (clone)" if t.clone else ""
+    return f"skb #{n} {flow.describe() if flow else 'not IP'}  sent by {who}{clone}"
 
 
 COLUMNS = f"  {'µs':>8} {'cpu':>3} {'netns':<12} {'device':<10} {'stage':<17} {'len':>5}  process"
@@ -317,7 +326,7 @@ def trace_json(n: int, t: Trace, names: Names) -> dict:
                    context="softirq" if t.end.pid is None else "process")
         if t.how == DROPPED:
             end.update(reason=t.end.reason, reason_name=names.reason(t.end.reason))
-    return {"n": n, "skb": f"0x{t.skb:x}", "trace_id": t.id,
+    return {"n": n, "skb": f"0x{t.skb:x}", "trace_id": t.id, "clone": t.clone,
             "flow": flow.to_json() if flow else None,
             "process": {"pid": proc.pid, "comm": proc.comm} if proc else None,
             "stages": [hop(i, h) for i, h in enumerate(t.hops)], "end": end}
