@@ -263,6 +263,11 @@ class Attachments:
                                          for a in c.attaches if a.mechanism == NETFILTER))
             self._late[ns.inum] = LateNetns(ns.inum, ns.name, stages, time.time())
 
+    def netfilter_linked(self, inum: int) -> bool:
+        """Whether the netfilter stages have their links in this namespace (True where no
+        stage takes netfilter)"""
+        return not self._nf_programs() or inum in self._nf_links
+
     def netfilter_unattached(self) -> list[int]:
         """Namespaces (inode numbers) where the netfilter stages' links could not be made"""
         return sorted(self._nf_failed) if self._nf_programs() else []

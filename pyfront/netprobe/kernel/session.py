@@ -157,6 +157,12 @@ class ProbeSession:
         with self._lock:
             return sorted(self._inventory.overflow) if self._inventory else []
 
+    def netfilter_linked(self, inum: int) -> bool:
+        """Whether the netfilter stages count in this namespace yet (a namespace is linked
+        when netprobe has seen it: at once by the watcher, or at the next refresh)"""
+        with self._lock:
+            return self._attachments.netfilter_linked(inum)
+
     def netfilter_unattached(self) -> list[int]:
         """Namespaces (inode numbers) where the netfilter stages' links could not be made"""
         with self._lock:
