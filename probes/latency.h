@@ -108,18 +108,19 @@ static __always_inline void np_lat_stat(u32 i)
         *v += 1;
 }
 
-/* bit length: 0 for 0, b for [2^(b-1), 2^b) */
-static __always_inline u32 np_log2_bucket(u64 v)
+/* bit length: 0 for 0, b for [2^(b-1), 2^b). u64, as is the bucket in np_hist_add: a u32
+ * index is zero-extended (<<32 >>32) once into a copy for the bound's compare and again for the
+ * index, and 6.1's verifier does not carry the copy's bound over ("unbounded memory access"). */
+static __always_inline u64 np_log2_bucket(u64 v)
 {
-    u32 r = 0;
+    u64 r = 0;
     if (v >> 32) { v >>= 32; r += 32; }
     if (v >> 16) { v >>= 16; r += 16; }
     if (v >> 8) { v >>= 8; r += 8; }
     if (v >> 4) { v >>= 4; r += 4; }
     if (v >> 2) { v >>= 2; r += 2; }
     if (v >> 1) { v >>= 1; r += 1; }
-    r += (u32)v;
-    return r < NP_LAT_BUCKETS ? r : NP_LAT_BUCKETS - 1;
+    return r + v;
 }
 
 static __always_inline void np_hist_add(u32 netns, u32 ifindex, u32 from, u32 to, u32 span, u64 ns)
@@ -136,9 +137,10 @@ static __always_inline void np_hist_add(u32 netns, u32 ifindex, u32 from, u32 to
             return;
         }
     }
-    u32 b = np_log2_bucket(ns);
-    if (b < NP_LAT_BUCKETS)
-        h->slot[b] += 1;
+    u64 b = np_log2_bucket(ns);
+    if (b >= NP_LAT_BUCKETS)
+        b = NP_LAT_BUCKETS - 1; /* the last bucket also holds what is longer */
+    h->slot[b] += 1;
     h->sum_ns += ns;
 }
 

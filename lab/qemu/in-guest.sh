@@ -16,11 +16,7 @@ export CI=${CI:-true}
 # away after the run): a program text compiled once is not compiled again, ~10 s each
 # under TCG.
 export NETPROBE_CACHE=${NETPROBE_CACHE:-/var/cache/netprobe}
-# The latency set's programs do not load on Debian's 6.1 yet (the verifier finds an unbounded
-# access in probes/latency.h; its kprobe variants were never run): watch --latency is tested on
-# the host only until they do (issue 13). Counting is not affected: a set added beside it that
-# fails is left off that stage with a warning.
-deselect=(--deselect tests/integration/test_watch_cli.py::test_watch_latency_shows_the_hops_and_the_one_path_of_a_ping)
+deselect=()
 case $(uname -r) in
   # The headers fallback (no BTF) cannot compile against 6.12's headers with bookworm's BCC
   # 0.26: 6.12's linux/bpf.h takes sizeof(struct bpf_wq), which BCC's own copy of the uapi
@@ -30,7 +26,8 @@ esac
 step python3 -m pytest -q -p no:cacheprovider "${deselect[@]}" tests/integration/test_kernel_counts.py \
   tests/integration/test_watch_cli.py tests/integration/test_doctor.py tests/integration/test_prove.py \
   tests/integration/test_kprobe_path.py tests/integration/test_drops_counts.py \
-  tests/integration/test_drops_kernel.py \
+  tests/integration/test_drops_kernel.py tests/integration/test_latency_kernel.py \
+  tests/integration/test_trace.py \
   tests/integration/test_progcache_kernel.py::test_a_hit_loads_without_bcc_and_counts_exactly_as_a_compile
 step python3 -m netprobe prove
 step python3 -m netprobe prove --peer 10.0.2.100 --peer-port 7 --peer-proto tcp

@@ -23,7 +23,7 @@ class Facts:
 LINUX_61 = {"tcp_sendmsg", "udp_sendmsg", "udpv6_sendmsg", "ip_output", "ip6_output",
             "__dev_queue_xmit", "__netif_rx", "netif_rx", "napi_gro_receive",
             "__netif_receive_skb_core", "ip_rcv_core", "ip6_rcv_core", "tcp_v4_rcv", "udp_rcv",
-            "tcp_v6_rcv", "udpv6_rcv"}
+            "icmp_rcv", "tcp_v6_rcv", "udpv6_rcv", "icmpv6_rcv"}
 
 
 def test_no_kprobes_uses_tracepoints_and_netfilter():

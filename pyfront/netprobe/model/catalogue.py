@@ -179,10 +179,15 @@ STAGES: tuple[Stage, ...] = (
         "icmp_rcv", "icmpv6_rcv", "raw_rcv", "raw_local_deliver", "rawv6_rcv", "ping_rcv",
         "igmp_rcv", "sock_queue_rcv_skb_reason", "__sk_receive_skb", "sk_filter_trim_cap"),
           candidates=(
+        # ICMP's too: LOCAL_IN, the netfilter way in, sees every protocol, so without them a
+        # ping never reached L4 on a kprobe kernel (its echo request is consumed in icmp_rcv,
+        # its reply reaches the ping socket through it)
         Candidate(KPROBE, (_k("tcp_v4_rcv", fn="l4_rcv__kprobe"),
                            _k("udp_rcv", fn="l4_rcv__kprobe"),
+                           _k("icmp_rcv", fn="l4_rcv__kprobe"),
                            _k("tcp_v6_rcv", fn="l4_rcv__kprobe", optional=True),
-                           _k("udpv6_rcv", fn="l4_rcv__kprobe", optional=True))),
+                           _k("udpv6_rcv", fn="l4_rcv__kprobe", optional=True),
+                           _k("icmpv6_rcv", fn="l4_rcv__kprobe", optional=True))),
         Candidate(NETFILTER, (_k("ipv4:LOCAL_IN", fn="l4_rcv__netfilter"),
                               _k("ipv6:LOCAL_IN", fn="l4_rcv__netfilter", optional=True)),
                   "NF_INET_LOCAL_IN, in ip_local_deliver just before tcp_v4_rcv/udp_rcv"),
