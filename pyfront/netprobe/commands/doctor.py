@@ -8,10 +8,9 @@ import sys
 from dataclasses import dataclass
 
 from ..kernel import bpfsys
-from ..model.catalogue import BY_NAME, KPROBE, NETFILTER, RAW_TRACEPOINT, STAGES, TP_BTF
+from ..model.catalogue import BY_NAME, FENTRY, KPROBE, NETFILTER, RAW_TRACEPOINT, STAGES, TP_BTF
 from ..errors import NetprobeError, one_line
 from ..kernel.facts import Kernel, headers_release, kernel_version, tracefs
-from ..kernel.loader import stderr_captured
 from ..model.plan import choose
 
 # tiny programs, one per mechanism; each is attached once and detached at once
@@ -23,7 +22,6 @@ int trial_tp_btf(struct bpf_raw_tracepoint_args *ctx) { return 0; }
 int trial_tp(void *ctx) { return 0; }
 int trial_nf(struct np_nf_ctx *ctx) { return 1; }
 """
-_TRIAL_FENTRY = "KFUNC_PROBE(tcp_sendmsg) { return 0; }"
 
 
 @dataclass
@@ -60,16 +58,10 @@ def mechanism_checks(kernel: Kernel) -> list[Check]:
         checks.append(_trial("kprobe", kprobe))
 
         def fentry():
-            if not BPF.support_kfunc():
-                raise NetprobeError("not supported by this kernel/BCC")
-            try:
-                with stderr_captured():  # libbpf's own line about the refusal, said below
-                    f = BPF(text=_TRIAL_FENTRY)
-            except Exception as e:
-                # BCC words every EPERM as "Need super-user privileges", even as root
-                raise NetprobeError("the kernel refused to load a BPF_PROG_TYPE_TRACING "
-                                    f"program ({str(e).strip()[:60]})") from None
-            f.cleanup()
+            # the trial watch and export make too (an empty program loaded and attached):
+            # doctor says what they would decide, and why
+            if not kernel.fentry:
+                raise NetprobeError(kernel.refused[FENTRY])
         checks.append(_trial("fentry", fentry))
 
         def tracepoint():
@@ -158,7 +150,7 @@ def run_doctor(as_json: bool = False) -> int:
     mech: list[Check] = []
     if arch_ok and root and have_bcc and (btf_ok or hdr):
         mech = mechanism_checks(kernel)
-    proven = {c.name for c in mech if c.ok} & {KPROBE, TP_BTF, RAW_TRACEPOINT, NETFILTER}
+    proven = {c.name for c in mech if c.ok} & {FENTRY, KPROBE, TP_BTF, RAW_TRACEPOINT, NETFILTER}
     choices = ([choose(s, _Proven(kernel, proven)) for s in (*STAGES, BY_NAME["drop"])]
                if mech else [])
     if btf_ok:
