@@ -5,6 +5,7 @@ import json
 import os
 import platform
 import sys
+import textwrap
 from dataclasses import dataclass
 
 from ..kernel import bpfsys
@@ -164,7 +165,8 @@ def run_doctor(as_json: bool = False) -> int:
         print(json.dumps({
             "facts": [c.__dict__ for c in facts], "mechanisms": [c.__dict__ for c in mech],
             "stages": [{"stage": c.stage.name, "layer": c.stage.layer,
-                        "direction": c.stage.direction, "mechanism": c.describe()}
+                        "direction": c.stage.direction, "mechanism": c.describe(),
+                        "passed_over": [str(r) for r in c.passed_over]}
                        for c in choices],
             "usable": usable}, indent=2))
     else:
@@ -180,6 +182,17 @@ def run_doctor(as_json: bool = False) -> int:
             print("stages: mechanism this kernel would use")
             for c in choices:
                 print(f"  {c.stage.name:<18} {c.stage.layer:<6} {c.stage.direction}  {c.describe()}")
+            # the better mechanisms the stages did not get, each reason once with its stages
+            better: dict[str, list[str]] = {}
+            for c in choices:
+                for r in c.passed_over if c.available else ():
+                    better.setdefault(str(r), []).append(c.stage.name)
+            if better:
+                print("passed over (better mechanisms first)")
+                for why, names in better.items():
+                    print(textwrap.fill(why, 78, initial_indent="  ", subsequent_indent="    "))
+                    print(textwrap.fill("at " + ", ".join(names), 78, initial_indent="      ",
+                                        subsequent_indent="         "))
     if not usable:
         # on stderr: stdout stays one JSON document with --json
         if not arch_ok:

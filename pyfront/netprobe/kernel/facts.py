@@ -135,7 +135,10 @@ class Kernel:
     @cached_property
     def kprobes(self) -> bool:
         tf = tracefs()
-        return KPROBE_PMU.exists() or bool(tf and (tf / "kprobe_events").exists())
+        if KPROBE_PMU.exists() or bool(tf and (tf / "kprobe_events").exists()):
+            return True
+        self.refused[KPROBE] = "kernel built without CONFIG_KPROBES"
+        return False
 
     @cached_property
     def raw_tracepoints(self) -> bool:
