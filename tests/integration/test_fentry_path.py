@@ -54,8 +54,15 @@ def test_every_function_stage_takes_fentry_by_default(sessions):
     fentry, _ = sessions
     mech = {name: st.describe() for name, st in fentry.states.items()}
     for stage in STAGES:
-        assert fentry.states[stage.name].mechanism == FENTRY, mech
-        assert not fentry.states[stage.name].fell_back_from, mech
+        st = fentry.states[stage.name]
+        assert not st.fell_back_from, mech
+        if st.mechanism == KPROBE:
+            # only where the function exists as a gcc clone alone (6.1's
+            # __netif_receive_skb_core.constprop.0): a trampoline has no function to attach to
+            assert all("." in t for t in st.targets), mech
+            assert st.passed_over[0].mechanism == FENTRY and "exact name" in st.passed_over[0].why
+        else:
+            assert st.mechanism == FENTRY, mech
     assert mech["dev_queue_xmit"] == "fentry __dev_queue_xmit"
     assert mech["ip_rcv"].startswith("fentry ip_rcv_core")
     # e1000_xmit_frame is a module's function: its fentry program names it by e1000's BTF
@@ -114,5 +121,6 @@ def test_watch_json_and_doctor_name_fentry(bpf_ok):
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert {"name": "fentry", "ok": True, "detail": "works"} in doc["mechanisms"]
-    assert {s["stage"]: s["mechanism"] for s in doc["stages"]}["l4_rcv"] == \
-        "fentry tcp_v4_rcv, udp_rcv, tcp_v6_rcv, udpv6_rcv"
+    stages = {s["stage"]: s["mechanism"] for s in doc["stages"]}
+    assert stages["l4_rcv"] == "fentry tcp_v4_rcv, udp_rcv, tcp_v6_rcv, udpv6_rcv"
+    assert stages["driver_xmit"] == "fentry on each device's ndo_start_xmit"
