@@ -138,7 +138,7 @@ STAGES: tuple[Stage, ...] = (
         "____dev_forward_skb"),
           candidates=(
         *_functions(_f(NDO_START_XMIT, fn="driver_xmit"),
-                    note="at each device's own ndo_start_xmit"),
+                    note="each device's own ndo_start_xmit"),
         *_tracepoint(("net:net_dev_start_xmit", "driver_xmit"),
                      note="net:net_dev_start_xmit, just before ndo_start_xmit"),
     )),
