@@ -4,7 +4,10 @@
  *
  *   ON_SKB      untyped skb; its device is its own skb->dev (dev is passed as NULL)
  *   ON_SKB_DEV  untyped skb and the device the hook knows (an argument, the route's)
- *   ON_TYPED    BTF-typed skb and device (tp_btf, netfilter): fields are plain loads
+ *   ON_TYPED    BTF-typed skb and device (tp_btf, fentry, netfilter): fields are plain loads
+ *
+ * An fentry program's context is the u64 array of its function's arguments, typed by the
+ * function's BTF as a tp_btf program's are by the tracepoint's: NP_TP_ARG reads both.
  *
  * so the hooks' argument logic is written here only and the features never copy it. */
 #ifndef NP_HOOKS_H
@@ -33,6 +36,23 @@ int P##ip_output__kprobe(struct pt_regs *ctx)                                   
 {                                                                                             \
     void *skb = (void *)PT_REGS_PARM3(ctx);                                                   \
     return ON_SKB_DEV(ctx, skb, np_skb_dst_dev(skb), NP_L3_AT_NETWORK_HEADER, STAGE_ip_output); \
+}                                                                                             \
+int P##ip_output__fentry(struct bpf_raw_tracepoint_args *ctx)                                 \
+{                                                                                             \
+    /* the route's device is behind _skb_refdst's flag bit: no typed pointer leads there */   \
+    void *skb = np_untyped(NP_TP_ARG(void *, ctx, 2));                                        \
+    return ON_SKB_DEV(ctx, skb, np_skb_dst_dev(skb), NP_L3_AT_NETWORK_HEADER, STAGE_ip_output); \
+}                                                                                             \
+int P##dev_queue_xmit__fentry(struct bpf_raw_tracepoint_args *ctx)                            \
+{                                                                                             \
+    void *skb = NP_TP_ARG(void *, ctx, 0);                                                    \
+    return ON_TYPED(ctx, skb, NP_LOAD(void *, skb, OFF_SKB_DEV), NP_L3_AT_NETWORK_HEADER,     \
+                    STAGE_dev_queue_xmit);                                                    \
+}                                                                                             \
+int P##driver_xmit__fentry(struct bpf_raw_tracepoint_args *ctx)                               \
+{                                                                                             \
+    return ON_TYPED(ctx, NP_TP_ARG(void *, ctx, 0), NP_TP_ARG(void *, ctx, 1),                \
+                    NP_L3_AT_NETWORK_HEADER, STAGE_driver_xmit);                              \
 }                                                                                             \
 int P##dev_queue_xmit__kprobe(struct pt_regs *ctx)                                            \
 {                                                                                             \
@@ -76,6 +96,45 @@ int P##driver_xmit__tp_btf(struct bpf_raw_tracepoint_args *ctx)                 
  * IP header is already pulled. The tp_btf programs are loaded by the loader child itself
  * (bpfsys.load_tp_btf): BCC 0.26 cannot load that program type. */
 #define NP_RX_HOOKS(P, ON_SKB, ON_SKB_DEV, ON_TYPED)                                          \
+int P##driver_rx__fentry_arg1(struct bpf_raw_tracepoint_args *ctx)                            \
+{                                                                                             \
+    void *skb = NP_TP_ARG(void *, ctx, 0);                                                    \
+    return ON_TYPED(ctx, skb, NP_LOAD(void *, skb, OFF_SKB_DEV), NP_L3_AT_DATA,               \
+                    STAGE_driver_rx);                                                         \
+}                                                                                             \
+int P##driver_rx__fentry_arg2(struct bpf_raw_tracepoint_args *ctx)                            \
+{                                                                                             \
+    void *skb = NP_TP_ARG(void *, ctx, 1);                                                    \
+    return ON_TYPED(ctx, skb, NP_LOAD(void *, skb, OFF_SKB_DEV), NP_L3_AT_DATA,               \
+                    STAGE_driver_rx);                                                         \
+}                                                                                             \
+int P##netif_receive_skb__fentry_pskb(struct bpf_raw_tracepoint_args *ctx)                    \
+{                                                                                             \
+    /* a struct sk_buff ** argument is no typed pointer to a struct: the verifier refuses a   \
+     * context load of it, so it is fetched as a number and the skb read through it */        \
+    u64 pskb = 0;                                                                             \
+    void *skb = NULL;                                                                         \
+    bpf_get_func_arg(ctx, 0, &pskb);                                                          \
+    bpf_probe_read_kernel(&skb, sizeof(skb), (void *)pskb);                                   \
+    return ON_SKB(ctx, skb, NULL, NP_L3_AT_DATA, STAGE_netif_receive_skb);                    \
+}                                                                                             \
+int P##netif_receive_skb__fentry(struct bpf_raw_tracepoint_args *ctx)                         \
+{                                                                                             \
+    void *skb = NP_TP_ARG(void *, ctx, 0);                                                    \
+    return ON_TYPED(ctx, skb, NP_LOAD(void *, skb, OFF_SKB_DEV), NP_L3_AT_DATA,               \
+                    STAGE_netif_receive_skb);                                                 \
+}                                                                                             \
+int P##ip_rcv__fentry(struct bpf_raw_tracepoint_args *ctx)                                    \
+{                                                                                             \
+    void *skb = NP_TP_ARG(void *, ctx, 0);                                                    \
+    return ON_TYPED(ctx, skb, NP_LOAD(void *, skb, OFF_SKB_DEV), NP_L3_AT_DATA, STAGE_ip_rcv); \
+}                                                                                             \
+int P##l4_rcv__fentry(struct bpf_raw_tracepoint_args *ctx)                                    \
+{                                                                                             \
+    void *skb = NP_TP_ARG(void *, ctx, 0);                                                    \
+    return ON_TYPED(ctx, skb, NP_LOAD(void *, skb, OFF_SKB_DEV), NP_L3_AT_NETWORK_HEADER,     \
+                    STAGE_l4_rcv);                                                            \
+}                                                                                             \
 int P##driver_rx__kprobe_arg1(struct pt_regs *ctx)                                            \
 {                                                                                             \
     return ON_SKB(ctx, (void *)PT_REGS_PARM1(ctx), NULL, NP_L3_AT_DATA, STAGE_driver_rx);     \

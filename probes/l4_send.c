@@ -179,3 +179,15 @@ int l4_send__tp_btf(struct bpf_raw_tracepoint_args *ctx)
 {
     return np_count_send_typed(NP_TP_ARG(void *, ctx, 0), (int)NP_TP_ARG(u64, ctx, 1));
 }
+
+/* fentry at tcp_sendmsg / udp_sendmsg / udpv6_sendmsg(sk, msg, size): sk typed, as above; the
+ * size asked for, as the kprobes count it */
+int tcp_sendmsg__fentry(struct bpf_raw_tracepoint_args *ctx)
+{
+    return np_count_send_typed(NP_TP_ARG(void *, ctx, 0), (s64)NP_TP_ARG(u64, ctx, 2));
+}
+
+int udp_sendmsg__fentry(struct bpf_raw_tracepoint_args *ctx)
+{
+    return np_count_send_typed(NP_TP_ARG(void *, ctx, 0), (s64)NP_TP_ARG(u64, ctx, 2));
+}

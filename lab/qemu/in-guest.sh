@@ -1,7 +1,8 @@
 #!/bin/bash
 # What `make lab-qemu` runs inside each guest (Debian's 6.1 or 6.12 kernel, kprobes on, a real
-# e1000): the kernel-facing tests, then `netprobe prove` on the kprobe path, with the NIC case
-# across the e1000 to QEMU's own TCP echo peer (10.0.2.100:7, TCP only).
+# e1000): the kernel-facing tests, then `netprobe prove` on the default path (fentry, kprobes
+# where fentry does not reach), with the NIC case across the e1000 to QEMU's own TCP echo peer
+# (10.0.2.100:7, TCP only), and that case again on the kprobe path (--prefer kprobe).
 set -u
 status=0
 step() {
@@ -25,10 +26,12 @@ case $(uname -r) in
 esac
 step python3 -m pytest -q -p no:cacheprovider "${deselect[@]}" tests/integration/test_kernel_counts.py \
   tests/integration/test_watch_cli.py tests/integration/test_doctor.py tests/integration/test_prove.py \
-  tests/integration/test_kprobe_path.py tests/integration/test_drops_counts.py \
-  tests/integration/test_drops_kernel.py tests/integration/test_latency_kernel.py \
-  tests/integration/test_trace.py \
+  tests/integration/test_kprobe_path.py tests/integration/test_fentry_path.py \
+  tests/integration/test_drops_counts.py tests/integration/test_drops_kernel.py \
+  tests/integration/test_latency_kernel.py tests/integration/test_trace.py \
+  tests/integration/test_trace_nic.py \
   tests/integration/test_progcache_kernel.py::test_a_hit_loads_without_bcc_and_counts_exactly_as_a_compile
 step python3 -m netprobe prove
 step python3 -m netprobe prove --peer 10.0.2.100 --peer-port 7 --peer-proto tcp
+step python3 -m netprobe prove --peer 10.0.2.100 --peer-port 7 --peer-proto tcp --prefer kprobe
 exit $status

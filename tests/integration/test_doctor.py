@@ -68,3 +68,28 @@ def test_without_btf_doctor_tells_the_truth(bpf_ok):
     assert "its struct layouts are not this kernel's" in facts["kernel headers"]["detail"]
     assert rep["usable"] is False and r.returncode == 1
     assert r.stderr.startswith("netprobe: nothing usable found: no BTF (/nonexistent/vmlinux)")
+
+
+def test_doctor_says_whether_fentry_works_and_why_not(bpf_ok):
+    """fentry comes before kprobes where the kernel takes it; where it refuses (this project's
+    CI host: EPERM) doctor says so, with the kernel's words, at every stage that would have
+    taken it"""
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "pyfront"))
+    r = subprocess.run([sys.executable, "-m", "netprobe", "doctor", "--json"], capture_output=True,
+                       text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    fentry = next(m for m in rep["mechanisms"] if m["name"] == "fentry")
+    kernel = Kernel()
+    assert fentry["ok"] == kernel.fentry  # doctor's trial is the one watch's plan decides by
+    stages = {s["stage"]: s for s in rep["stages"]}
+    if fentry["ok"]:
+        assert stages["dev_queue_xmit"]["mechanism"] == "fentry __dev_queue_xmit"
+        return
+    assert fentry["detail"].startswith("the kernel refused an empty fentry program on ")
+    assert "(E" in fentry["detail"]  # the errno by name: EPERM here
+    for name in ("tcp_sendmsg", "ip_output", "dev_queue_xmit", "driver_xmit", "l4_rcv"):
+        assert stages[name]["passed_over"][0] == f"fentry: {fentry['detail']}"
+    text = subprocess.run([sys.executable, "-m", "netprobe", "doctor"], capture_output=True,
+                          text=True, env=env, timeout=120).stdout
+    assert "passed over (better mechanisms first)\n  fentry: the kernel refused" in text

@@ -4,7 +4,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from netprobe.model.catalogue import KPROBE, RAW_TRACEPOINT, TP_BTF
+from netprobe.model.catalogue import FENTRY, KPROBE, RAW_TRACEPOINT, TP_BTF
 from netprobe.model.flowfilter import FlowFilter
 from netprobe.kernel.facts import Kernel
 from netprobe.kernel.session import ProbeSession
@@ -34,17 +34,21 @@ def send(kind, server, port, client_ns=None, server_ns=None):
         assert got == 20000
 
 
-# Counted with the mechanisms this kernel gives netprobe: its default choice (kprobes in the
+# Counted with the mechanisms this kernel gives netprobe: its default choice (fentry in the
 # QEMU lab; tp_btf here) and, on a kernel without kprobes, also the plain raw tracepoint
-# programs that kernels without tp_btf get. Both must count alike.
+# programs that kernels without tp_btf get; where fentry is the default, also the kprobes
+# (--prefer kprobe). All must count alike.
 MECHANISMS_HERE = Kernel().mechanisms
-TRACEPOINT_MECHANISMS = [None] + ([RAW_TRACEPOINT] if KPROBE not in MECHANISMS_HERE else [])
+TRACEPOINT_MECHANISMS = ([None] + ([RAW_TRACEPOINT] if KPROBE not in MECHANISMS_HERE else [])
+                         + ([KPROBE] if FENTRY in MECHANISMS_HERE else []))
 
 
 @contextmanager
 def _session(mechanism, **kw):
     with ProbeSession(prefer=(mechanism,) if mechanism else (), **kw) as s:
-        if mechanism is None and KPROBE not in MECHANISMS_HERE and TP_BTF in MECHANISMS_HERE:
+        if mechanism is None and FENTRY in MECHANISMS_HERE:
+            mechanism = FENTRY  # the kernel takes trampolines: fentry comes first
+        elif mechanism is None and KPROBE not in MECHANISMS_HERE and TP_BTF in MECHANISMS_HERE:
             mechanism = TP_BTF  # where BTF allows it, tracepoints are reached as tp_btf
         if mechanism:
             assert s.states["dev_queue_xmit"].mechanism == mechanism, s.states

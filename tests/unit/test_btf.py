@@ -106,3 +106,21 @@ def test_struct_size(btf):
     assert btf.struct_size("sk_buff") == 128 and btf.struct_size("net_device") == 64
     with pytest.raises(BTFError):
         btf.struct_size("pt_regs")
+
+
+def test_func_id_in_vmlinux_and_in_a_modules_split_btf():
+    """An fentry program names its function by kernel-wide BTF id: a module's ids go on from
+    vmlinux's last one (e1000_xmit_frame in e1000's BTF)"""
+    base = Builder()
+    u32 = base.int("u32", 4)
+    proto = base.add(FUNC_PROTO, "", 0, u32)
+    base.add(FUNC, "loopback_xmit", 0, proto)
+    vmlinux = BTF(base.blob())
+    assert vmlinux.func_id("loopback_xmit") == 3
+    assert vmlinux.func_id("e1000_xmit_frame") is None
+    module = Builder(base_strs=len(base.strs))
+    mproto = module.add(FUNC_PROTO, "", 0, u32)       # local 1: kernel-wide 4
+    module.add(FUNC, "e1000_xmit_frame", 0, mproto)  # local 2: kernel-wide 5
+    split = BTF(module.blob(), base=vmlinux)
+    assert split.func_id("e1000_xmit_frame") == 5
+    assert split.func_id("loopback_xmit") is None  # vmlinux's, not the module's

@@ -26,7 +26,7 @@ def netprobe(*args):
     (["prove", "--peer-port", "7"], 2, "--peer-port and --peer-proto need --peer"),
     (["prove", "--peer", "::1", "--peer-port", "0"], 2, "Invalid value for '--peer-port'"),
     (["prove", "--peer", "::1", "--peer-proto", "sctp"], 2, "Invalid value for '--peer-proto'"),
-    (["prove", "--prefer", "fentry"], 2, "Invalid value for '--prefer'"),
+    (["prove", "--prefer", "kfunc"], 2, "Invalid value for '--prefer'"),
     (["peer", "--listen", "localhost"], 1, "netprobe: error: --listen must be an IPv4 or IPv6 address, not 'localhost'"),
     (["peer", "--port", "70000"], 2, "Invalid value for '--port'"),
 ])

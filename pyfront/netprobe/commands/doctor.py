@@ -5,13 +5,13 @@ import json
 import os
 import platform
 import sys
+import textwrap
 from dataclasses import dataclass
 
 from ..kernel import bpfsys
-from ..model.catalogue import BY_NAME, KPROBE, NETFILTER, RAW_TRACEPOINT, STAGES, TP_BTF
+from ..model.catalogue import BY_NAME, FENTRY, KPROBE, NETFILTER, RAW_TRACEPOINT, STAGES, TP_BTF
 from ..errors import NetprobeError, one_line
 from ..kernel.facts import Kernel, headers_release, kernel_version, tracefs
-from ..kernel.loader import stderr_captured
 from ..model.plan import choose
 
 # tiny programs, one per mechanism; each is attached once and detached at once
@@ -23,7 +23,6 @@ int trial_tp_btf(struct bpf_raw_tracepoint_args *ctx) { return 0; }
 int trial_tp(void *ctx) { return 0; }
 int trial_nf(struct np_nf_ctx *ctx) { return 1; }
 """
-_TRIAL_FENTRY = "KFUNC_PROBE(tcp_sendmsg) { return 0; }"
 
 
 @dataclass
@@ -60,16 +59,10 @@ def mechanism_checks(kernel: Kernel) -> list[Check]:
         checks.append(_trial("kprobe", kprobe))
 
         def fentry():
-            if not BPF.support_kfunc():
-                raise NetprobeError("not supported by this kernel/BCC")
-            try:
-                with stderr_captured():  # libbpf's own line about the refusal, said below
-                    f = BPF(text=_TRIAL_FENTRY)
-            except Exception as e:
-                # BCC words every EPERM as "Need super-user privileges", even as root
-                raise NetprobeError("the kernel refused to load a BPF_PROG_TYPE_TRACING "
-                                    f"program ({str(e).strip()[:60]})") from None
-            f.cleanup()
+            # the trial watch and export make too (an empty program loaded and attached):
+            # doctor says what they would decide, and why
+            if not kernel.fentry:
+                raise NetprobeError(kernel.refused[FENTRY])
         checks.append(_trial("fentry", fentry))
 
         def tracepoint():
@@ -158,7 +151,7 @@ def run_doctor(as_json: bool = False) -> int:
     mech: list[Check] = []
     if arch_ok and root and have_bcc and (btf_ok or hdr):
         mech = mechanism_checks(kernel)
-    proven = {c.name for c in mech if c.ok} & {KPROBE, TP_BTF, RAW_TRACEPOINT, NETFILTER}
+    proven = {c.name for c in mech if c.ok} & {FENTRY, KPROBE, TP_BTF, RAW_TRACEPOINT, NETFILTER}
     choices = ([choose(s, _Proven(kernel, proven)) for s in (*STAGES, BY_NAME["drop"])]
                if mech else [])
     if btf_ok:
@@ -172,7 +165,8 @@ def run_doctor(as_json: bool = False) -> int:
         print(json.dumps({
             "facts": [c.__dict__ for c in facts], "mechanisms": [c.__dict__ for c in mech],
             "stages": [{"stage": c.stage.name, "layer": c.stage.layer,
-                        "direction": c.stage.direction, "mechanism": c.describe()}
+                        "direction": c.stage.direction, "mechanism": c.describe(),
+                        "passed_over": [str(r) for r in c.passed_over]}
                        for c in choices],
             "usable": usable}, indent=2))
     else:
@@ -188,6 +182,17 @@ def run_doctor(as_json: bool = False) -> int:
             print("stages: mechanism this kernel would use")
             for c in choices:
                 print(f"  {c.stage.name:<18} {c.stage.layer:<6} {c.stage.direction}  {c.describe()}")
+            # the better mechanisms the stages did not get, each reason once with its stages
+            better: dict[str, list[str]] = {}
+            for c in choices:
+                for r in c.passed_over if c.available else ():
+                    better.setdefault(str(r), []).append(c.stage.name)
+            if better:
+                print("passed over (better mechanisms first)")
+                for why, names in better.items():
+                    print(textwrap.fill(why, 78, initial_indent="  ", subsequent_indent="    "))
+                    print(textwrap.fill("at " + ", ".join(names), 78, initial_indent="      ",
+                                        subsequent_indent="         "))
     if not usable:
         # on stderr: stdout stays one JSON document with --json
         if not arch_ok:

@@ -1,10 +1,10 @@
 """The one owner of netprobe's attachments: it chooses each stage's mechanism (plan.py), attaches
 every loaded program set's program at the chosen hooks, falls back when the kernel refuses,
-follows namespaces (netfilter links are per namespace) and devices (kprobes on each driver's
-xmit function), and detaches everything on close.
+follows namespaces (netfilter links are per namespace) and devices (an fentry program or a
+kprobe on each driver's xmit function), and detaches everything on close.
 
-Every attachment is a file descriptor — raw tracepoint and tp_btf links, kprobe perf events,
-netfilter links — held only here, so nothing outlives netprobe: close() (from the session's
+Every attachment is a file descriptor — raw tracepoint, tp_btf and fentry links, kprobe perf
+events, netfilter links — held only here, so nothing outlives netprobe: close() (from the session's
 context manager: normal exit, an error, Ctrl-C, SIGTERM) closes them all, and a process that
 dies harder has the kernel close them."""
 from __future__ import annotations
@@ -16,8 +16,8 @@ from dataclasses import dataclass, replace
 from typing import Iterable, Mapping, Sequence
 
 from . import bpfsys, loader
-from ..model.catalogue import (ALL_STAGES, KPROBE, NDO_START_XMIT, NETFILTER, RAW_TRACEPOINT,
-                               TP_BTF, Stage)
+from ..model.catalogue import (ALL_STAGES, FENTRY, KPROBE, NDO_START_XMIT, NETFILTER,
+                               RAW_TRACEPOINT, TP_BTF, Stage)
 from ..model.devices import Device, xmit_functions
 from ..errors import NetprobeError
 from .facts import Kernel
@@ -34,8 +34,13 @@ _PROG_TYPES = {  # mechanism -> (program type, expected attach type)
 
 
 def prog_key(mechanism: str, fn: str, target: str) -> str:
-    # a tp_btf program is bound to its tracepoint at load time: one per tracepoint
-    return f"{fn}@{target.split(':')[1]}" if mechanism == TP_BTF else fn
+    # a tp_btf program is bound to its tracepoint at load time, an fentry program to its
+    # function: one loaded program per tracepoint or function
+    if mechanism == TP_BTF:
+        return f"{fn}@{target.split(':')[1]}"
+    if mechanism == FENTRY and target != NDO_START_XMIT:
+        return f"{fn}@{target}"
+    return fn
 
 
 def stages_of(sets: Sequence[ProgramSet]) -> tuple[Stage, ...]:
@@ -65,6 +70,16 @@ def program_specs(sets: Sequence[ProgramSet], kernel: Kernel) -> list[loader.Pro
                             key = prog_key(TP_BTF, fn, target)
                             specs[key] = loader.ProgSpec(key, fn, bpfsys.BPF_PROG_TYPE_TRACING,
                                                          bpfsys.BPF_TRACE_RAW_TP, btf_id)
+                    elif cand.mechanism == FENTRY:
+                        target, _ = resolve(hook, FENTRY, kernel)
+                        if target == NDO_START_XMIT:  # loaded per driver, in follow_devices()
+                            specs[fn] = loader.ProgSpec(fn, fn, bpfsys.BPF_PROG_TYPE_TRACING,
+                                                        bpfsys.BPF_TRACE_FENTRY, late=True)
+                        elif target:
+                            key = prog_key(FENTRY, fn, target)
+                            specs[key] = loader.ProgSpec(key, fn, bpfsys.BPF_PROG_TYPE_TRACING,
+                                                         bpfsys.BPF_TRACE_FENTRY,
+                                                         kernel.btf.func_id(target))
                     else:
                         ptype, atype = _PROG_TYPES[cand.mechanism]
                         specs[fn] = loader.ProgSpec(fn, fn, ptype, atype)
@@ -110,6 +125,7 @@ class Attachments:
         self._nf_links: dict[int, list[int]] = {}   # netns inum -> link fds
         self._nf_failed: set[int] = set()
         self._xmit_syms: set[str] = set()            # driver xmit functions seen
+        self._xmit_progs: list[int] = []              # fentry programs loaded for them
         self._started = False
         self._late: dict[int, LateNetns] = {}         # namespaces linked after the start
         self.left_off: dict[str, list[str]] = {}      # set name -> stages it failed to attach at
@@ -183,7 +199,11 @@ class Attachments:
 
     def _attach(self, ps: ProgramSet, a: Attach) -> None:
         fn = ps.fn_prefix + a.fn
-        if a.mechanism in (RAW_TRACEPOINT, TP_BTF):
+        if a.mechanism == FENTRY:
+            if a.target != NDO_START_XMIT and (ps.name, FENTRY, a.target) not in self._links:
+                self._links[ps.name, FENTRY, a.target] = bpfsys.raw_tracepoint_open(
+                    self._prog(FENTRY, fn, a.target))
+        elif a.mechanism in (RAW_TRACEPOINT, TP_BTF):
             event = a.target.split(":")[1]
             if (ps.name, a.mechanism, event) not in self._links:
                 prog = self._prog(a.mechanism, fn, a.target)
@@ -272,8 +292,47 @@ class Attachments:
         """Namespaces (inode numbers) where the netfilter stages' links could not be made"""
         return sorted(self._nf_failed) if self._nf_programs() else []
 
+    def _attach_xmit_fentry(self, ps: ProgramSet, sym: str, fn: str) -> None:
+        """An fentry program loaded for the driver function `sym` ("e1000_xmit_frame
+        [e1000]"), by its module's BTF for a module's function, and attached"""
+        name = sym.split(" ")[0]
+        if (ps.name, FENTRY, name) in self._links:
+            return
+        found = self.kernel.function_btf(sym)
+        if found is None:
+            raise OSError(errno.ENOENT, f"{sym} is in no BTF")
+        btf_id, obj = found
+        obj_fd = bpfsys.kernel_btf_fd(obj) if obj != "vmlinux" else 0
+        try:
+            prog = self._loaded.load_fentry(fn, btf_id, obj_fd)
+        finally:
+            if obj_fd:
+                os.close(obj_fd)
+        try:
+            self._links[ps.name, FENTRY, name] = bpfsys.raw_tracepoint_open(prog)
+        except OSError:
+            os.close(prog)
+            raise
+        self._xmit_progs.append(prog)
+
+    def _attach_xmit(self, ps: ProgramSet, mechanism: str, sym: str, fn: str) -> None:
+        """The stage's program at one driver's xmit function: fentry where the stage took
+        fentry and the function takes it, else the kprobe program, as the kprobe path does"""
+        if mechanism == FENTRY:
+            try:
+                return self._attach_xmit_fentry(ps, sym, fn)
+            except OSError as e:
+                kfn = fn.replace("__fentry", "__kprobe")
+                if KPROBE not in self.kernel.mechanisms or kfn not in self._loaded.progs:
+                    raise
+                self.warnings.append(f"driver_xmit: fentry on {sym} refused "
+                                     f"({e.strerror or e}); a kprobe there instead")
+                fn = kfn
+        self._attach_kprobe(ps, sym.split(" ")[0], fn)
+
     def follow_devices(self, devices: Iterable[Device]) -> None:
-        """A kprobe on each new driver xmit function, where driver_xmit follows them"""
+        """An fentry program or a kprobe on each new driver xmit function, where driver_xmit
+        follows them"""
         choice = self._choices.get("driver_xmit")
         if choice is None:
             return
@@ -295,11 +354,11 @@ class Attachments:
                 if "driver_xmit" in self.left_off.get(ps.name, ()):
                     continue
                 try:
-                    self._attach_kprobe(ps, name, ps.fn_prefix + fns[0])
+                    self._attach_xmit(ps, choice.candidate.mechanism, sym, ps.fn_prefix + fns[0])
                     ok = True
                 except OSError as e:
-                    self.warnings.append(f"driver_xmit: kprobe on {sym} failed for {ps.name}: "
-                                         f"{e.strerror or e}")
+                    self.warnings.append(f"driver_xmit: {choice.candidate.mechanism} on {sym} "
+                                         f"failed for {ps.name}: {e.strerror or e}")
             if ok:
                 attached.append(name)
         if attached:
@@ -311,5 +370,8 @@ class Attachments:
     def close(self) -> None:
         for fd in [*self._links.values(), *(fd for fds in self._nf_links.values() for fd in fds)]:
             os.close(fd)
+        for fd in self._xmit_progs:
+            os.close(fd)
         self._links.clear()
         self._nf_links.clear()
+        self._xmit_progs.clear()

@@ -63,7 +63,11 @@ BPF_PROG_TYPE_KPROBE = 2
 BPF_PROG_TYPE_RAW_TRACEPOINT = 17
 BPF_PROG_TYPE_TRACING = 26
 BPF_PROG_TYPE_NETFILTER = 32
+BPF_OBJ_GET_INFO_BY_FD = 15
+BPF_BTF_GET_FD_BY_ID = 19
+BPF_BTF_GET_NEXT_ID = 23
 BPF_TRACE_RAW_TP = 23  # enum bpf_attach_type
+BPF_TRACE_FENTRY = 24
 BPF_NETFILTER = 45
 CLONE_NEWNET = 0x40000000
 
@@ -170,16 +174,20 @@ def map_create(map_type: int, key_size: int, value_size: int, max_entries: int,
 
 
 def load_program(insns: bytes, name: str, prog_type: int, expected_attach_type: int = 0,
-                 attach_btf_id: int = 0, license: str = "GPL", kern_version: int = 0) -> int:
+                 attach_btf_id: int = 0, license: str = "GPL", kern_version: int = 0,
+                 attach_btf_obj_fd: int = 0) -> int:
     """Load compiled instructions whose map references already hold this process's map fds;
-    returns the program fd. A refusal raises OSError carrying the verifier's last words."""
+    returns the program fd. A refusal raises OSError carrying the verifier's last words.
+    `attach_btf_obj_fd`: the module BTF object whose split ids `attach_btf_id` is one of (an
+    fentry program on a module's function); 0 for vmlinux's."""
     code = ctypes.create_string_buffer(insns, len(insns))
     lic = ctypes.create_string_buffer(license.encode())
     log = ctypes.create_string_buffer(1 << 16)
     attr = _ProgLoad(prog_type=prog_type, insn_cnt=len(insns) // 8,
                      insns=ctypes.addressof(code), license=ctypes.addressof(lic),
                      kern_version=kern_version, prog_name=name[:15].encode(),
-                     expected_attach_type=expected_attach_type, attach_btf_id=attach_btf_id)
+                     expected_attach_type=expected_attach_type, attach_btf_id=attach_btf_id,
+                     attach_prog_fd=attach_btf_obj_fd)  # a union: attach_btf_obj_fd
     try:
         return _bpf(BPF_PROG_LOAD, attr)
     except OSError:
@@ -200,9 +208,73 @@ def load_tp_btf(insns: bytes, name: str, btf_type_id: int) -> int:
     return load_program(insns, name, BPF_PROG_TYPE_TRACING, BPF_TRACE_RAW_TP, btf_type_id)
 
 
+def load_fentry(insns: bytes, name: str, func_btf_id: int, btf_obj_fd: int = 0,
+                license: str = "GPL", kern_version: int = 0) -> int:
+    """Load compiled instructions as an fentry program (BPF_PROG_TYPE_TRACING,
+    BPF_TRACE_FENTRY) for the kernel function whose BTF_KIND_FUNC has id `func_btf_id` (in the
+    module BTF object `btf_obj_fd`, for a module's function); attach with
+    raw_tracepoint_open(fd). Loading builds nothing yet: the trampoline comes with the attach."""
+    return load_program(insns, name, BPF_PROG_TYPE_TRACING, BPF_TRACE_FENTRY, func_btf_id,
+                        license, kern_version, btf_obj_fd)
+
+
+# The smallest program, `r0 = 0; exit`: a trial of whether the kernel lets a program type load
+# and attach at all, apart from what netprobe's own programs ask of the verifier
+NOOP_INSNS = bytes.fromhex("b700000000000000" "9500000000000000")
+
+
+class _IdAttr(ctypes.Structure):  # BPF_*_GET_NEXT_ID and BPF_*_GET_FD_BY_ID
+    _fields_ = [("id", ctypes.c_uint32), ("next_id", ctypes.c_uint32),
+                ("open_flags", ctypes.c_uint32), ("_pad", ctypes.c_uint32 * 5)]
+
+
+class _InfoAttr(ctypes.Structure):
+    _fields_ = [("bpf_fd", ctypes.c_uint32), ("info_len", ctypes.c_uint32),
+                ("info", ctypes.c_uint64)]
+
+
+class _BtfInfo(ctypes.Structure):  # struct bpf_btf_info
+    _fields_ = [("btf", ctypes.c_uint64), ("btf_size", ctypes.c_uint32), ("id", ctypes.c_uint32),
+                ("name", ctypes.c_uint64), ("name_len", ctypes.c_uint32),
+                ("kernel_btf", ctypes.c_uint32)]
+
+
+def kernel_btf_fd(name: str) -> int:
+    """An fd of the kernel's BTF object called `name` ("vmlinux", or a module's: "e1000"),
+    found by walking the loaded BTF objects; OSError(ENOENT) when there is none."""
+    start = 0
+    while True:
+        attr = _IdAttr(id=start)
+        try:
+            _bpf(BPF_BTF_GET_NEXT_ID, attr)
+        except OSError as e:
+            if e.errno == errno.ENOENT:
+                raise OSError(errno.ENOENT, f"no kernel BTF object {name}") from None
+            raise
+        start = attr.next_id
+        try:
+            fd = _bpf(BPF_BTF_GET_FD_BY_ID, _IdAttr(id=start))
+        except OSError as e:
+            if e.errno == errno.ENOENT:  # unloaded between the two calls
+                continue
+            raise
+        buf = ctypes.create_string_buffer(64)
+        info = _BtfInfo(name=ctypes.addressof(buf), name_len=len(buf))
+        try:
+            _bpf(BPF_OBJ_GET_INFO_BY_FD, _InfoAttr(bpf_fd=fd, info_len=ctypes.sizeof(info),
+                                                   info=ctypes.addressof(info)))
+        except OSError:
+            os.close(fd)
+            raise
+        if info.kernel_btf and buf.value.decode() == name:
+            return fd
+        os.close(fd)
+
+
 def raw_tracepoint_open(prog_fd: int, event: str | None = None) -> int:
     """Attach a raw tracepoint program to `event` ("net_dev_queue"), or a BTF raw tracepoint
-    program to the tracepoint it was loaded for (event None); returns the link fd."""
+    program to the tracepoint it was loaded for, or an fentry program to its function (event
+    None); returns the link fd."""
     name = ctypes.create_string_buffer(event.encode()) if event else None
     return _bpf(BPF_RAW_TRACEPOINT_OPEN,
                 _RawTpOpen(name=ctypes.addressof(name) if name else 0, prog_fd=prog_fd))

@@ -1,8 +1,11 @@
 """What this kernel offers netprobe: BTF, symbols, tracepoints and attach mechanisms.
 
-Cheap checks only (files and tables): `doctor` proves each mechanism by really attaching."""
+Cheap checks (files and tables), but for fentry, whose refusal (a lockdown, an LSM, a kernel
+without trampolines) shows nowhere else: one empty program is loaded and attached to find out.
+`doctor` proves each mechanism by really attaching."""
 from __future__ import annotations
 
+import errno
 import os
 import platform
 import re
@@ -13,7 +16,7 @@ from pathlib import Path
 
 from . import bpfsys
 from ..model import btf as btfmod
-from ..model.catalogue import KPROBE, NETFILTER, RAW_TRACEPOINT, TP_BTF
+from ..model.catalogue import FENTRY, KPROBE, NETFILTER, RAW_TRACEPOINT, TP_BTF
 from ..errors import NetprobeError
 from ..model.kallsyms import Kallsyms
 
@@ -86,6 +89,9 @@ class Kernel:
         self.btf_path = btf_path or Path(os.environ.get("NETPROBE_BTF", btfmod.VMLINUX_BTF))
         self.build = build or headers_build_dir()
         self._unknown: set[int] = set()
+        self._module_btf: dict[str, btfmod.BTF | None] = {}
+        # why a mechanism the kernel has in principle does not work here (KernelFacts.refused)
+        self.refused: dict[str, str] = {}
 
     @cached_property
     def btf(self) -> btfmod.BTF | None:
@@ -129,7 +135,10 @@ class Kernel:
     @cached_property
     def kprobes(self) -> bool:
         tf = tracefs()
-        return KPROBE_PMU.exists() or bool(tf and (tf / "kprobe_events").exists())
+        if KPROBE_PMU.exists() or bool(tf and (tf / "kprobe_events").exists()):
+            return True
+        self.refused[KPROBE] = "kernel built without CONFIG_KPROBES"
+        return False
 
     @cached_property
     def raw_tracepoints(self) -> bool:
@@ -145,6 +154,36 @@ class Kernel:
         return bool(self.raw_tracepoints and self.btf
                     and self.btf.has("btf_trace_netif_receive_skb", btfmod.TYPEDEF))
 
+    # what the fentry trial attaches to: a function only BPF's own test runs call, else one
+    # every kernel has (an empty program there costs a trampoline call, for a moment)
+    FENTRY_TRIAL_TARGETS = ("bpf_fentry_test1", "tcp_sendmsg")
+
+    @cached_property
+    def fentry(self) -> bool:
+        # BPF trampolines (5.5, x86_64; arm64 from 6.0) attach by the function's BTF id. The
+        # kernel may still refuse the program type as a whole (EPERM under a lockdown or an
+        # LSM, 6.18 here, with kprobes compiled out): a trial load and attach of an empty
+        # program says, and why, once per run
+        if self.btf is None:
+            self.refused[FENTRY] = "needs the kernel's BTF (/sys/kernel/btf/vmlinux)"
+            return False
+        target = next((f for f in self.FENTRY_TRIAL_TARGETS if self.btf.func_id(f)), None)
+        if target is None:
+            self.refused[FENTRY] = "no function to try it on in BTF"
+            return False
+        try:
+            prog = bpfsys.load_fentry(bpfsys.NOOP_INSNS, "np_trial", self.btf.func_id(target))
+            try:
+                os.close(bpfsys.raw_tracepoint_open(prog))
+            finally:
+                os.close(prog)
+        except OSError as e:
+            self.refused[FENTRY] = (f"the kernel refused an empty fentry program on {target}() "
+                                    f"({errno.errorcode.get(e.errno, e.errno)}: "
+                                    f"{(e.strerror or '').split(' / ')[0]})")
+            return False
+        return True
+
     @cached_property
     def netfilter_links(self) -> bool:
         # BPF netfilter links arrived in 6.4 with struct bpf_nf_ctx
@@ -153,6 +192,8 @@ class Kernel:
     @cached_property
     def mechanisms(self) -> frozenset[str]:
         found = set()
+        if self.fentry:
+            found.add(FENTRY)
         if self.kprobes:
             found.add(KPROBE)
         if self.raw_tracepoints:
@@ -176,6 +217,30 @@ class Kernel:
 
     def kprobe_symbol(self, function: str) -> str | None:
         return self.kallsyms.probe_name(function)
+
+    def fentry_function(self, function: str) -> bool:
+        """Whether vmlinux's BTF has `function` as a FUNC, which an fentry program names"""
+        return self.btf is not None and self.btf.func_id(function) is not None
+
+    def function_btf(self, symbol: str) -> tuple[int, str] | None:
+        """(BTF id, BTF object name) of a kernel function as kallsyms names it ("veth_xmit",
+        "e1000_xmit_frame [e1000]"): vmlinux's, or its module's split BTF; None where neither
+        has it (a module built without BTF)."""
+        name, _, module = symbol.partition(" ")
+        module = module.strip("[]")
+        if not module:
+            tid = self.btf.func_id(name) if self.btf is not None else None
+            return (tid, "vmlinux") if tid else None
+        if module not in self._module_btf:
+            path = self.btf_path.parent / module
+            try:
+                self._module_btf[module] = (btfmod.BTF(path.read_bytes(), base=self.btf)
+                                            if self.btf is not None else None)
+            except (OSError, btfmod.BTFError):
+                self._module_btf[module] = None
+        mbtf = self._module_btf[module]
+        tid = mbtf.func_id(name) if mbtf is not None else None
+        return (tid, module) if tid else None
 
     def tracepoint_exists(self, name: str) -> bool:
         if self.btf is not None:

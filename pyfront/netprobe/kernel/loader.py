@@ -9,9 +9,11 @@ through the descriptors the parent now holds; the parent attaches (bpfsys) and r
 (bpfmaps) with plain system calls.
 
 The parent asks with one JSON message: {"text", "cflags", "progs": [{"key", "fn", "type",
-"attach_type", "btf_id"}], "cache": bool}; the child answers with one JSON message and the fds:
-{"maps": {name: {"fd": i, "key": desc, "leaf": desc}}, "progs": {key: {"fd": i} or {"error":
-text}}, "cache": entry or {"error": text}} or {"error": text} — `i` indexes the fds sent along,
+"attach_type", "btf_id", "late"}], "cache": bool}; the child answers with one JSON message and
+the fds: {"maps": {name: {"fd": i, "key": desc, "leaf": desc}}, "progs": {key: {"fd": i} or
+{"late": {"insns": hex, "refs": [[index, map]]}} or {"error": text}}, "cache": entry or
+{"error": text}, "license": text, "kern_version": n} or {"error": text} — `i` indexes the fds
+sent along,
 `desc` is BCC's description of a table's C type (bpfmaps.ctype_from_desc), `entry` what the
 compiled-program cache keeps (progcache.to_dict), asked for when the cache is on.
 
@@ -21,6 +23,7 @@ the programs loaded here, from the entry's instructions (load_entry).
 from __future__ import annotations
 
 import ctypes
+import errno
 import json
 import os
 import signal
@@ -49,6 +52,9 @@ class ProgSpec:
     type: int
     attach_type: int = -1
     btf_id: int = 0
+    # not loaded now but kept as instructions, for the parent to load once it knows the target:
+    # an fentry program on each device's ndo_start_xmit, bound to that function at load time
+    late: bool = False
 
 
 @dataclass
@@ -57,6 +63,18 @@ class Loaded:
     progs: dict[str, int] = field(default_factory=dict)     # key -> fd
     errors: dict[str, str] = field(default_factory=dict)    # key -> why it did not load
     source: str = "compiled"                                # or "cache"
+    late: dict[str, progcache.ProgDef] = field(default_factory=dict)  # fn -> its instructions
+    license: str = "GPL"
+    kern_version: int = 0
+
+    def load_fentry(self, fn: str, func_btf_id: int, btf_obj_fd: int = 0) -> int:
+        """A late program (ProgSpec.late) loaded now as fentry at that function; the caller
+        owns the returned fd."""
+        if fn not in self.late:
+            raise OSError(errno.EINVAL, f"{fn} was not compiled")
+        insns = progcache.patch(self.late[fn], {name: m[0] for name, m in self.maps.items()})
+        return bpfsys.load_fentry(insns, fn, func_btf_id, btf_obj_fd, self.license,
+                                  self.kern_version)
 
     def close(self) -> None:
         for fd in [*self.progs.values(), *(m[0] for m in self.maps.values())]:
@@ -97,7 +115,7 @@ def load(text: str, cflags: list[str], progs: list[ProgSpec]) -> Loaded:
 def load_entry(entry: progcache.Entry, progs: list[ProgSpec]) -> Loaded:
     """Create the entry's maps and load the programs asked for from its instructions, as the
     child would have from BCC's: a program the kernel refuses is an error, not a failure."""
-    out = Loaded(source="cache")
+    out = Loaded(source="cache", license=entry.license, kern_version=entry.kern_version)
     try:
         fds = {}
         for m in entry.maps:
@@ -105,6 +123,9 @@ def load_entry(entry: progcache.Entry, progs: list[ProgSpec]) -> Loaded:
                                             m.flags, m.kernel_name)
             out.maps[m.name] = (fds[m.name], m.key_desc, m.leaf_desc)
         for p in progs:
+            if p.late:
+                out.late[p.fn] = entry.progs[p.fn]
+                continue
             insns = progcache.patch(entry.progs[p.fn], fds)
             try:
                 out.progs[p.key] = bpfsys.load_program(
@@ -153,12 +174,15 @@ def _compile(text: str, cflags: list[str], progs: list[ProgSpec],
         for fd in fds:
             os.close(fd)
         raise NetprobeError(answer["error"])
-    out = Loaded()
+    out = Loaded(license=answer.get("license", "GPL"), kern_version=answer.get("kern_version", 0))
     for name, m in answer["maps"].items():
         out.maps[name] = (fds[m["fd"]], m["key"], m["leaf"])
     for key, p in answer["progs"].items():
         if "fd" in p:
             out.progs[key] = fds[p["fd"]]
+        elif "late" in p:
+            out.late[key] = progcache.ProgDef(bytes.fromhex(p["late"]["insns"]),
+                                              tuple(map(tuple, p["late"]["refs"])))
         else:
             out.errors[key] = p["error"]
     return out, answer.get("cache")
@@ -242,7 +266,9 @@ def _compile_and_load(request: dict) -> tuple[dict, list[int]]:
         maps[name.decode()] = {"fd": len(fds), "key": json.loads(lib.bpf_table_key_desc(b.module, name)),
                                "leaf": json.loads(lib.bpf_table_leaf_desc(b.module, name))}
         fds.append(lib.bpf_table_fd(b.module, name))
-    answer = {"maps": maps}
+    answer = {"maps": maps, "license": lib.bpf_module_license(b.module).decode(),
+              "kern_version": lib.bpf_module_kern_version(b.module)}
+    fd_names = {fds[m["fd"]]: name for name, m in maps.items()}
     if request.get("cache"):
         try:
             answer["cache"] = progcache.to_dict(_cache_entry(b, lib, maps, fds, request["progs"]))
@@ -251,8 +277,14 @@ def _compile_and_load(request: dict) -> tuple[dict, list[int]]:
     progs = {}
     for p in request["progs"]:
         try:
+            if p.get("late"):
+                insns = b.dump_func(p["fn"])
+                progs[p["key"]] = {"late": {"insns": insns.hex(),
+                                            "refs": progcache.map_refs(insns, fd_names)}}
+                continue
             if p["type"] == bpfsys.BPF_PROG_TYPE_TRACING:
-                fd = bpfsys.load_tp_btf(b.dump_func(p["fn"]), p["fn"], p["btf_id"])
+                fd = bpfsys.load_program(b.dump_func(p["fn"]), p["fn"], p["type"],
+                                         p["attach_type"], p["btf_id"])
             else:
                 # a refusal's verifier log goes to stderr too; its last line is in the answer
                 with stderr_captured():

@@ -171,7 +171,7 @@ class ProbeSession:
     # -- following namespaces and devices ------------------------------------------------
     def refresh(self) -> None:
         """Find new and vanished namespaces and devices: attach netfilter links in new
-        namespaces, kprobe new drivers' xmit functions, forget the counts of devices that are
+        namespaces, attach to new drivers' xmit functions, forget the counts of devices that are
         gone (so a reused ifindex starts from zero)."""
         with self._lock:
             self._follow_namespaces()

@@ -56,6 +56,9 @@ class BTF:
         self._pos: list[int] = [0]
         self._by_name: dict[str, list[int]] = {}
         self._enums: dict[str, int] = {}  # enum name -> byte position of its header
+        # a split BTF's functions by name, with their kernel-wide type ids (the ids go on
+        # from the base's last one): what an fentry program on a module's function names
+        self._funcs: dict[str, int] = {}
         self._index(self._types_at, self._types_at + type_len)
 
     @classmethod
@@ -78,6 +81,8 @@ class BTF:
                 self._enums.setdefault(self._str(name_off), pos)
             elif name_off and kind in (STRUCT, UNION, FUNC, TYPEDEF) and self._base is None:
                 names.setdefault(self._str(name_off), []).append(tid)
+            elif name_off and kind == FUNC:
+                self._funcs.setdefault(self._str(name_off), len(self._base._pos) - 1 + tid)
             fixed, per = _TRAILER.get(kind, (0, 0))
             pos += 12 + fixed + per * vlen
 
@@ -217,6 +222,13 @@ class BTF:
         """The id of the type called `name` of this kind, e.g. a tracepoint's btf_trace_<event>
         typedef, which a BTF raw tracepoint program names as its attach target."""
         return next((t for t in self._by_name.get(name, ()) if self._hdr(t)[0] == kind), None)
+
+    def func_id(self, name: str) -> int | None:
+        """The kernel-wide type id of the function `name` (BTF_KIND_FUNC), in a vmlinux or a
+        module's split BTF: an fentry program's attach_btf_id"""
+        if self._base is not None:
+            return self._funcs.get(name)
+        return self.type_id(name, FUNC)
 
     def has(self, name: str, kind: int) -> bool:
         return self.type_id(name, kind) is not None

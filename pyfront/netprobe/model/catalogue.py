@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+FENTRY = "fentry"  # a BPF trampoline at a kernel function's entry, with typed arguments
 KPROBE = "kprobe"
 TP_BTF = "tp_btf"  # a BTF raw tracepoint: the same tracepoint, with typed arguments
 RAW_TRACEPOINT = "raw_tracepoint"
 NETFILTER = "netfilter"
-MECHANISMS = (KPROBE, TP_BTF, RAW_TRACEPOINT, NETFILTER)
+MECHANISMS = (FENTRY, KPROBE, TP_BTF, RAW_TRACEPOINT, NETFILTER)
 
 # A kprobe target spelled like this is not a symbol but "each device's ndo_start_xmit".
 NDO_START_XMIT = "<ndo_start_xmit>"
@@ -27,7 +28,7 @@ class Hook:
     targets: tuple[str, ...]
     fn: str
     optional: bool = False
-    # kprobe only: a BTF condition on the function's first parameter type that must hold for
+    # kprobe and fentry only: a BTF condition on the function's first parameter type that must hold for
     # this fn to apply, e.g. "struct sk_buff **"
     first_param: str | None = None
 
@@ -68,15 +69,32 @@ def _tracepoint(*hooks: tuple[str, str], note: str = "") -> tuple[Candidate, Can
                  for mech, suffix in ((TP_BTF, "tp_btf"), (RAW_TRACEPOINT, "raw_tp")))
 
 
+def _f(*targets: str, fn: str, variant: str = "", optional: bool = False,
+       first_param: str | None = None) -> tuple:
+    return targets, fn, variant, optional, first_param
+
+
+def _functions(*hooks: tuple, note: str = "") -> tuple[Candidate, Candidate]:
+    """A function stage's two ways in, best first: fentry, a BPF trampoline called from the
+    function's first instruction, whose program loads the arguments' fields directly as
+    tp_btf's does; else a kprobe, a breakpoint trap whose program copies every field with
+    bpf_probe_read_kernel. Both at the same functions. Each hook is _f(functions..., fn=C
+    prefix, variant=suffix): probes/ has <prefix>__fentry<variant> and <prefix>__kprobe<variant>."""
+    return tuple(Candidate(mech, tuple(_k(*t, fn=f"{fn}__{mech}{variant}", optional=opt,
+                                          first_param=fp)
+                                       for t, fn, variant, opt, fp in hooks), note)
+                 for mech in (FENTRY, KPROBE))
+
+
 STAGES: tuple[Stage, ...] = (
     Stage("tcp_sendmsg", "L4", "tx", "tcp_send", protocol="tcp", per_device=False, candidates=(
-        Candidate(KPROBE, (_k("tcp_sendmsg", fn="tcp_sendmsg__kprobe"),)),
+        *_functions(_f("tcp_sendmsg", fn="tcp_sendmsg")),
         *_tracepoint(("sock:sock_send_length", "l4_send"),
                      note="after each sendmsg returns, TCP sockets"),
     )),
     Stage("udp_sendmsg", "L4", "tx", "udp_send", protocol="udp", per_device=False, candidates=(
-        Candidate(KPROBE, (_k("udp_sendmsg", fn="udp_sendmsg__kprobe"),
-                           _k("udpv6_sendmsg", fn="udp_sendmsg__kprobe", optional=True))),
+        *_functions(_f("udp_sendmsg", fn="udp_sendmsg"),
+                    _f("udpv6_sendmsg", fn="udp_sendmsg", optional=True)),
         *_tracepoint(("sock:sock_send_length", "l4_send"),
                      note="after each sendmsg returns, UDP sockets"),
     )),
@@ -91,8 +109,8 @@ STAGES: tuple[Stage, ...] = (
         "neigh_invalidate", "neigh_flush_dev", "__neigh_ifdown", "neigh_destroy",
         "pneigh_queue_purge"),
           candidates=(
-        Candidate(KPROBE, (_k("ip_output", fn="ip_output__kprobe"),
-                           _k("ip6_output", fn="ip_output__kprobe", optional=True))),
+        *_functions(_f("ip_output", fn="ip_output"),
+                    _f("ip6_output", fn="ip_output", optional=True)),
         Candidate(NETFILTER, (_k("ipv4:POST_ROUTING", fn="ip_output__netfilter"),
                               _k("ipv6:POST_ROUTING", fn="ip_output__netfilter", optional=True)),
                   "NF_INET_POST_ROUTING, the hook inside ip_output/ip6_output"),
@@ -107,7 +125,7 @@ STAGES: tuple[Stage, ...] = (
         "htb_enqueue", "sfq_enqueue", "red_enqueue", "cake_enqueue", "prio_enqueue",
         "noqueue_enqueue", "codel_qdisc_enqueue", "dualpi2_qdisc_enqueue"),
           candidates=(
-        Candidate(KPROBE, (_k("__dev_queue_xmit", "dev_queue_xmit", fn="dev_queue_xmit__kprobe"),)),
+        *_functions(_f("__dev_queue_xmit", "dev_queue_xmit", fn="dev_queue_xmit")),
         *_tracepoint(("net:net_dev_queue", "dev_queue_xmit"),
                      note="net:net_dev_queue, inside __dev_queue_xmit"),
     )),
@@ -119,8 +137,8 @@ STAGES: tuple[Stage, ...] = (
         "veth_forward_skb", "dev_forward_skb", "__dev_forward_skb", "__dev_forward_skb2",
         "____dev_forward_skb"),
           candidates=(
-        Candidate(KPROBE, (_k(NDO_START_XMIT, fn="driver_xmit__kprobe"),),
-                  "a kprobe on each device's own ndo_start_xmit"),
+        *_functions(_f(NDO_START_XMIT, fn="driver_xmit"),
+                    note="each device's own ndo_start_xmit"),
         *_tracepoint(("net:net_dev_start_xmit", "driver_xmit"),
                      note="net:net_dev_start_xmit, just before ndo_start_xmit"),
     )),
@@ -129,12 +147,12 @@ STAGES: tuple[Stage, ...] = (
         "napi_gro_receive", "gro_receive_skb", "dev_gro_receive", "napi_skb_finish",
         "veth_xdp_rcv", "veth_xdp_rcv_skb", "do_xdp_generic", "netif_receive_generic_xdp"),
           candidates=(
-        Candidate(KPROBE, (_k("netif_rx_internal", fn="driver_rx__kprobe_arg1"),
-                           _k("napi_gro_receive", fn="driver_rx__kprobe_arg2"))),
-        Candidate(KPROBE, (_k("__netif_rx", fn="driver_rx__kprobe_arg1", optional=True),
-                           _k("netif_rx", fn="driver_rx__kprobe_arg1"),
-                           _k("netif_rx_ni", fn="driver_rx__kprobe_arg1", optional=True),
-                           _k("napi_gro_receive", fn="driver_rx__kprobe_arg2"))),
+        *_functions(_f("netif_rx_internal", fn="driver_rx", variant="_arg1"),
+                    _f("napi_gro_receive", fn="driver_rx", variant="_arg2")),
+        *_functions(_f("__netif_rx", fn="driver_rx", variant="_arg1", optional=True),
+                    _f("netif_rx", fn="driver_rx", variant="_arg1"),
+                    _f("netif_rx_ni", fn="driver_rx", variant="_arg1", optional=True),
+                    _f("napi_gro_receive", fn="driver_rx", variant="_arg2")),
         *_tracepoint(("net:netif_rx", "driver_rx"), ("net:napi_gro_receive_entry", "driver_rx")),
     )),
     Stage("netif_receive_skb", "L2", "rx", "rcv_skb", functions=(
@@ -142,10 +160,10 @@ STAGES: tuple[Stage, ...] = (
         "netif_receive_skb", "netif_receive_skb_list_internal", "__netif_receive_skb_list_core",
         "process_backlog", "sch_handle_ingress", "tcf_classify"),
           candidates=(
-        Candidate(KPROBE, (_k("__netif_receive_skb_core", fn="netif_receive_skb__kprobe_pskb",
-                              first_param="struct sk_buff **"),)),
-        Candidate(KPROBE, (_k("__netif_receive_skb_core", fn="netif_receive_skb__kprobe",
-                              first_param="struct sk_buff *"),)),
+        *_functions(_f("__netif_receive_skb_core", fn="netif_receive_skb", variant="_pskb",
+                       first_param="struct sk_buff **")),
+        *_functions(_f("__netif_receive_skb_core", fn="netif_receive_skb",
+                       first_param="struct sk_buff *")),
         *_tracepoint(("net:netif_receive_skb", "netif_receive_skb"),
                      note="net:netif_receive_skb, inside __netif_receive_skb_core"),
     )),
@@ -158,8 +176,8 @@ STAGES: tuple[Stage, ...] = (
           candidates=(
         # ip_rcv_core serves both ip_rcv and the list path (ip_list_rcv) that GRO'd NIC
         # traffic takes; a kprobe on ip_rcv alone would miss those packets.
-        Candidate(KPROBE, (_k("ip_rcv_core", fn="ip_rcv__kprobe"),
-                           _k("ip6_rcv_core", fn="ip_rcv__kprobe", optional=True))),
+        *_functions(_f("ip_rcv_core", fn="ip_rcv"),
+                    _f("ip6_rcv_core", fn="ip_rcv", optional=True)),
         Candidate(NETFILTER, (_k("ipv4:PRE_ROUTING", fn="ip_rcv__netfilter"),
                               _k("ipv6:PRE_ROUTING", fn="ip_rcv__netfilter", optional=True)),
                   "NF_INET_PRE_ROUTING, right after ip_rcv_core's checks"),
@@ -182,12 +200,11 @@ STAGES: tuple[Stage, ...] = (
         # ICMP's too: LOCAL_IN, the netfilter way in, sees every protocol, so without them a
         # ping never reached L4 on a kprobe kernel (its echo request is consumed in icmp_rcv,
         # its reply reaches the ping socket through it)
-        Candidate(KPROBE, (_k("tcp_v4_rcv", fn="l4_rcv__kprobe"),
-                           _k("udp_rcv", fn="l4_rcv__kprobe"),
-                           _k("icmp_rcv", fn="l4_rcv__kprobe"),
-                           _k("tcp_v6_rcv", fn="l4_rcv__kprobe", optional=True),
-                           _k("udpv6_rcv", fn="l4_rcv__kprobe", optional=True),
-                           _k("icmpv6_rcv", fn="l4_rcv__kprobe", optional=True))),
+        *_functions(_f("tcp_v4_rcv", fn="l4_rcv"), _f("udp_rcv", fn="l4_rcv"),
+                    _f("icmp_rcv", fn="l4_rcv"),
+                    _f("tcp_v6_rcv", fn="l4_rcv", optional=True),
+                    _f("udpv6_rcv", fn="l4_rcv", optional=True),
+                    _f("icmpv6_rcv", fn="l4_rcv", optional=True)),
         Candidate(NETFILTER, (_k("ipv4:LOCAL_IN", fn="l4_rcv__netfilter"),
                               _k("ipv6:LOCAL_IN", fn="l4_rcv__netfilter", optional=True)),
                   "NF_INET_LOCAL_IN, in ip_local_deliver just before tcp_v4_rcv/udp_rcv"),

@@ -5,15 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
-from .catalogue import (KPROBE, NDO_START_XMIT, NETFILTER, RAW_TRACEPOINT, TP_BTF, Candidate, Hook,
-                        Stage)
+from .catalogue import (FENTRY, KPROBE, NDO_START_XMIT, NETFILTER, RAW_TRACEPOINT, TP_BTF,
+                        Candidate, Hook, Stage)
 from .stagestate import Refusal, StageState
 
 
 class KernelFacts(Protocol):
     mechanisms: frozenset[str]  # the attach mechanisms that work here
+    # why a mechanism this kernel has in principle does not work here (a trial refused)
+    refused: dict[str, str]
 
     def kprobe_symbol(self, function: str) -> str | None: ...
+    def fentry_function(self, function: str) -> bool: ...
     def tracepoint_exists(self, name: str) -> bool: ...
     def first_param(self, function: str) -> str | None: ...
 
@@ -54,17 +57,23 @@ class Choice:
 
 def resolve(hook: Hook, mechanism: str, facts: KernelFacts) -> tuple[str | None, str]:
     """(target, '') or (None, why)"""
-    if mechanism == KPROBE:
+    if mechanism in (KPROBE, FENTRY):
         if hook.targets == (NDO_START_XMIT,):
             return NDO_START_XMIT, ""
+        why = f"no kernel function {' / '.join(hook.targets)} (inlined or absent)"
         for name in hook.targets:
             sym = facts.kprobe_symbol(name)
             if sym is None:
                 continue
+            # a trampoline attaches by the function's BTF id and its exact symbol: a function
+            # only present as a gcc clone (ip_rcv_core.isra.0) or absent from BTF has none
+            if mechanism == FENTRY and (sym != name or not facts.fentry_function(name)):
+                why = f"{name}() has no BTF function of that exact name to attach to"
+                continue
             if hook.first_param and facts.first_param(name) not in (hook.first_param, None):
                 return None, f"{name}() takes {facts.first_param(name)}, not {hook.first_param}"
             return sym, ""
-        return None, f"no kernel function {' / '.join(hook.targets)} (inlined or absent)"
+        return None, why
     if mechanism in (RAW_TRACEPOINT, TP_BTF):
         for tp in hook.targets:
             if facts.tracepoint_exists(tp):
@@ -81,7 +90,8 @@ def choose(stage: Stage, facts: KernelFacts, prefer: Sequence[str] = ()) -> Choi
     choice = Choice(stage, None)
     for cand in order:
         if cand.mechanism not in facts.mechanisms:
-            why = Refusal(cand.mechanism, "not usable on this kernel")
+            why = Refusal(cand.mechanism,
+                          facts.refused.get(cand.mechanism, "not usable on this kernel"))
             if why not in choice.passed_over:
                 choice.passed_over.append(why)
             continue
