@@ -16,6 +16,8 @@ from netprobe.kernel.session import ProbeSession
 from netprobe.kernel.topology import VethPair
 from netprobe.kernel.traffic import tcp_flow
 
+from following import linked
+
 PORT = 30069
 DEVICE_STAGES = ("ip_output", "dev_queue_xmit", "driver_xmit", "driver_rx", "netif_receive_skb",
                  "ip_rcv", "l4_rcv")
@@ -23,25 +25,6 @@ DEVICE_STAGES = ("ip_output", "dev_queue_xmit", "driver_xmit", "driver_rx", "net
 
 def delta(before, after, key):
     return after.values.get(key, (0, 0))[0] - before.values.get(key, (0, 0))[0]
-
-
-def linked(sessions, path, timeout=10.0):
-    """Refresh until every session counts at the netfilter stages in the namespace at `path`
-    (CI once saw one of two sessions count 0 there, at load ~2 on 2 CPUs)"""
-    import os
-
-    inum = os.stat(path).st_ino
-    deadline = time.monotonic() + timeout
-    while True:
-        for s in sessions:
-            s.refresh()
-        missing = [s for s in sessions if not s.netfilter_linked(inum)]
-        if not missing:
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"no netfilter links in {path} after {timeout:.0f} s: "
-                        f"{[s.warnings for s in missing]}")
-        time.sleep(0.05)
 
 
 def dev(session, ns_name, name):

@@ -11,6 +11,8 @@ from netprobe.kernel.session import ProbeSession
 from netprobe.kernel.topology import VethPair, link_stats
 from netprobe.kernel.traffic import tcp_flow, udp_flow
 
+from following import linked
+
 PORT = 47001
 
 
@@ -72,7 +74,7 @@ def each_mechanism(bpf_ok, request):
 @pytest.mark.parametrize("family", ["ipv4", "ipv6"])
 def test_loopback_flow_is_counted_on_lo_and_never_on_a_veth(filtered, veth, kind, family):
     s = filtered
-    s.refresh()  # learn the new namespaces' devices and attach netfilter links there
+    linked([s], veth.a.path, veth.b.path)  # the new namespaces' devices and netfilter links
     a = veth.a
     addr = "127.0.0.1" if family == "ipv4" else "::1"
     before = s.read()
@@ -99,7 +101,7 @@ def test_loopback_flow_is_counted_on_lo_and_never_on_a_veth(filtered, veth, kind
 @pytest.mark.parametrize("family", ["ipv4", "ipv6"])
 def test_flow_to_the_veth_peer_goes_through_veth_xmit_not_lo(filtered, veth, kind, family):
     s = filtered
-    s.refresh()
+    linked([s], veth.a.path, veth.b.path)
     server = veth.b.addr4 if family == "ipv4" else veth.b.addr6
     before = s.read()
     send(kind, server, PORT, client_ns=veth.a.path, server_ns=veth.b.path)
@@ -124,7 +126,7 @@ def test_count_equals_the_kernels_own_counters_on_a_quiet_device(each_mechanism)
             # no IPv6 on this pair: no router solicitations or MLD reports arrive unasked
             subprocess.run(["ip", "netns", "exec", h.ns, "sysctl", "-qw",
                             f"net.ipv6.conf.{h.dev}.disable_ipv6=1"], check=True)
-        session.refresh()
+        linked([session], pair.a.path, pair.b.path)
         va, vb = dev(session, pair.a.ns, pair.a.dev), dev(session, pair.b.ns, pair.b.dev)
         ka0, kb0 = link_stats(pair.a.dev, pair.a.ns), link_stats(pair.b.dev, pair.b.ns)
         before = session.read()
@@ -145,7 +147,7 @@ def test_count_equals_the_kernels_own_counters_on_a_quiet_device(each_mechanism)
 
 def test_lo_of_two_namespaces_is_two_rows(session):
     with VethPair.create() as pair:
-        session.refresh()
+        linked([session], pair.a.path, pair.b.path)
         before = session.read()
         udp_flow(server_addr="127.0.0.1", port=PORT + 3, count=10, server_ns=pair.a.path,
                  client_ns=pair.a.path)
@@ -192,7 +194,7 @@ def test_two_netprobes_at_once_both_count_every_stage(session, veth):
     """A second netprobe (watch beside the exporter) gets its own netfilter slots."""
     with ProbeSession(flow=FlowFilter(port=PORT + 7)) as other:
         assert all(st.attached for st in other.states.values()), other.states
-        session.refresh()
+        linked([session, other], veth.a.path, veth.b.path)
         lo = dev(other, veth.a.ns, "lo")
         b1, b2 = session.read(), other.read()
         udp_flow(server_addr="127.0.0.1", port=PORT + 7, count=10, server_ns=veth.a.path,

@@ -124,6 +124,7 @@ class Attachments:
         self._links: dict[tuple[str, str, str], int] = {}
         self._nf_links: dict[int, list[int]] = {}   # netns inum -> link fds
         self._nf_failed: set[int] = set()
+        self._nf_not_entered: dict[int, str] = {}     # netns inum -> why, until linked
         self._xmit_syms: set[str] = set()            # driver xmit functions seen
         self._xmit_progs: list[int] = []              # fentry programs loaded for them
         self._started = False
@@ -239,6 +240,7 @@ class Attachments:
             if ns.inum not in self._nf_links and ns.inum not in self._nf_failed:
                 self._attach_nf_in(ns)
         self._nf_failed &= set(namespaces)  # an inode number may be reused
+        self._nf_not_entered = {i: w for i, w in self._nf_not_entered.items() if i in namespaces}
         for inum in [i for i in self._nf_links if i not in namespaces]:
             for fd in self._nf_links.pop(inum):
                 os.close(fd)
@@ -264,11 +266,12 @@ class Attachments:
             with bpfsys.in_netns(ns.path):
                 for fn, target in programs:
                     fds.append(self._nf_link(fn, target))
-        except NetprobeError:
+        except NetprobeError as e:
             # not entered: the handle went with its process (`ip netns add` is briefly the
             # namespace's only holder, before the mount names it); the next look tries again
             for fd in fds:
                 os.close(fd)
+            self._nf_not_entered[ns.inum] = str(e)
             return
         except OSError as e:
             for fd in fds:
@@ -278,6 +281,7 @@ class Attachments:
                                  f"{getattr(e, 'strerror', None) or e}")
             return
         self._nf_links[ns.inum] = fds
+        self._nf_not_entered.pop(ns.inum, None)
         if self._started:
             stages = tuple(dict.fromkeys(c.stage.name for c in self._choices.values()
                                          for a in c.attaches if a.mechanism == NETFILTER))
@@ -287,6 +291,12 @@ class Attachments:
         """Whether the netfilter stages have their links in this namespace (True where no
         stage takes netfilter)"""
         return not self._nf_programs() or inum in self._nf_links
+
+    def netfilter_unlinked_why(self, inum: int) -> str:
+        """Why a namespace has no netfilter links yet, as far as netprobe knows"""
+        if inum in self._nf_failed:
+            return "attaching failed (see warnings)"
+        return self._nf_not_entered.get(inum, "not seen yet")
 
     def netfilter_unattached(self) -> list[int]:
         """Namespaces (inode numbers) where the netfilter stages' links could not be made"""

@@ -163,6 +163,10 @@ class ProbeSession:
         with self._lock:
             return self._attachments.netfilter_linked(inum)
 
+    def netfilter_unlinked_why(self, inum: int) -> str:
+        with self._lock:
+            return self._attachments.netfilter_unlinked_why(inum)
+
     def netfilter_unattached(self) -> list[int]:
         """Namespaces (inode numbers) where the netfilter stages' links could not be made"""
         with self._lock:
