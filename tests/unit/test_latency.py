@@ -75,6 +75,18 @@ def test_evicted_is_what_started_and_neither_ended_nor_is_in_flight():
     assert set(Latency(0, {}, (), stats, 0).other) == set(ENDS)
 
 
+def test_the_eviction_bound_is_never_above_the_truth_and_the_reader_keeps_its_maximum():
+    from netprobe.model.latency import evicted_bound
+    # 100 followed by the first read, 3 of them evicted; between the reads 5 more start (in
+    # flight at the second read) and 2 of those in flight at the second read end before the
+    # third: 100 - (97 - 90 + 5) ... taken as: in flight 12, ended 90 + 2
+    assert evicted_bound(100, 12, 92) <= 3
+    assert evicted_bound(100, 7, 90) == 3   # nothing moved between the reads: exact
+    assert evicted_bound(5, 10, 0) == 0     # never negative
+    assert Latency(0, {}, (), {"followed": 9, "ended": 0}, 0, evicted_count=3).evicted == 3
+
+
+
 def test_census_sums_a_path_over_epochs_and_marks_paths_in_flight():
     lo = [(7, 1)] * 12
     rows = [(0, 2, [2, 3] + [0] * 10, lo, 2), (0, 2, [2, 3] + [0] * 10, lo, 3),

@@ -7,7 +7,7 @@ from typing import Mapping
 
 from . import bpfmaps
 from ..model.catalogue import ALL_STAGES
-from ..model.latency import ENDS, STATS, Latency, Path, census, hop_histograms
+from ..model.latency import ENDS, STATS, Latency, Path, census, evicted_bound, hop_histograms
 
 _STAGE_NAMES = tuple(s.name for s in ALL_STAGES)
 
@@ -16,6 +16,7 @@ class LatencyReader:
     def __init__(self, maps: Mapping[str, bpfmaps.Map], sample: int = 1):
         self._maps = maps
         self.sample = sample
+        self._evicted = 0
 
     def read(self) -> Latency:
         m = self._maps
@@ -25,10 +26,17 @@ class LatencyReader:
         paths = census(((k.end, v.n, list(v.stages), [(s.netns, s.ifindex) for s in v.steps],
                          v.packets) for k, v in m["paths"].items()),
                        _STAGE_NAMES, len(m["paths"].value_type().stages))
-        stats = {name: sum(v.value for v in m["lat_stats"][i]) for i, name in enumerate(STATS)}
+        followed = self._stats()["followed"]
         # the LRU's live entries: one GET_NEXT_KEY each, ~1 µs apiece (16k at most)
         in_flight = len(m["inflight"].keys())
-        return Latency(time.monotonic(), hops, paths, stats, in_flight, self.sample)
+        stats = self._stats()
+        self._evicted = max(self._evicted, evicted_bound(followed, in_flight, stats["ended"]))
+        return Latency(time.monotonic(), hops, paths, stats, in_flight, self.sample,
+                       self._evicted)
+
+    def _stats(self) -> dict[str, int]:
+        m = self._maps["lat_stats"]
+        return {name: sum(v.value for v in m[i]) for i, name in enumerate(STATS)}
 
     def begin_epoch(self) -> int:
         """Paths that start from now on are told apart by this number (paths_of)"""

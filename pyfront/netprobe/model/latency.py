@@ -105,16 +105,29 @@ class Latency:
     stats: dict[str, int]
     in_flight: int
     sample: int = 1  # one flow in `sample` is followed
+    # the reader's count of evictions (evicted_bound), where it made one
+    evicted_count: int | None = None
 
     @property
     def evicted(self) -> int:
         """skbs pushed out of the in-flight table before their end was seen"""
+        if self.evicted_count is not None:
+            return self.evicted_count
         return max(0, self.stats["followed"] - self.stats["ended"] - self.in_flight)
 
     @property
     def other(self) -> dict[str, int]:
         """paths counted without their steps, per end: the census was full"""
         return {e: self.stats[f"other_{e}"] for e in ENDS}
+
+
+def evicted_bound(followed_before: int, in_flight: int, ended_after: int) -> int:
+    """The evictions of the in-flight table (an LRU evicts without a word), from three reads
+    made in this order: skbs followed, entries in flight, skbs ended. An skb that started
+    after the first read and is in flight at the second, or ended between the second and the
+    third, is taken away too: the figure is never above the truth, so a running maximum of it
+    is a counter that never goes down (a Prometheus counter must not)."""
+    return max(0, followed_before - in_flight - ended_after)
 
 
 def hop_histograms(rows: Iterable[tuple[int, int, int, int, int, Sequence[Sequence[int]],
