@@ -23,10 +23,10 @@ from netprobe.model.flowfilter import FlowFilter
 ROOT = Path(__file__).resolve().parents[2]
 KERNEL = Kernel()
 pytestmark = [
-    pytest.mark.skipif(not os.environ.get("NETPROBE_LAB_NICS"),
-                       reason="needs the QEMU lab guest: an e1000 NIC"),
     pytest.mark.skipif(FENTRY not in KERNEL.mechanisms,
                        reason=f"this kernel refuses fentry: {KERNEL.refused.get(FENTRY)}"),
+    pytest.mark.skipif(not os.environ.get("NETPROBE_LAB_NICS"),
+                       reason="needs the QEMU lab guest: an e1000 NIC"),
 ]
 
 ECHO = ("10.0.2.100", 7)  # QEMU's own TCP echo peer, reachable only through the e1000

@@ -125,7 +125,8 @@ class Attachments:
         self._nf_links: dict[int, list[int]] = {}   # netns inum -> link fds
         self._nf_failed: set[int] = set()
         self._nf_not_entered: dict[int, str] = {}     # netns inum -> why, until linked
-        self._xmit_syms: set[str] = set()            # driver xmit functions seen
+        self._xmit_syms: set[str] = set()            # driver xmit functions seen, as kallsyms
+                                                      # names them ("start_xmit [virtio_net]")
         self._xmit_progs: list[int] = []              # fentry programs loaded for them
         self._started = False
         self._late: dict[int, LateNetns] = {}         # namespaces linked after the start
@@ -304,9 +305,9 @@ class Attachments:
 
     def _attach_xmit_fentry(self, ps: ProgramSet, sym: str, fn: str) -> None:
         """An fentry program loaded for the driver function `sym` ("e1000_xmit_frame
-        [e1000]"), by its module's BTF for a module's function, and attached"""
-        name = sym.split(" ")[0]
-        if (ps.name, FENTRY, name) in self._links:
+        [e1000]"), by its module's BTF for a module's function, and attached. Keyed by the
+        whole symbol: two modules' start_xmit are two functions, each with its own BTF id."""
+        if (ps.name, FENTRY, sym) in self._links:
             return
         found = self.kernel.function_btf(sym)
         if found is None:
@@ -319,26 +320,34 @@ class Attachments:
             if obj_fd:
                 os.close(obj_fd)
         try:
-            self._links[ps.name, FENTRY, name] = bpfsys.raw_tracepoint_open(prog)
+            self._links[ps.name, FENTRY, sym] = bpfsys.raw_tracepoint_open(prog)
         except OSError:
             os.close(prog)
             raise
         self._xmit_progs.append(prog)
 
-    def _attach_xmit(self, ps: ProgramSet, mechanism: str, sym: str, fn: str) -> None:
+    def _attach_xmit(self, ps: ProgramSet, choice: Choice, sym: str) -> None:
         """The stage's program at one driver's xmit function: fentry where the stage took
-        fentry and the function takes it, else the kprobe program, as the kprobe path does"""
-        if mechanism == FENTRY:
+        fentry and the function takes it, else the stage's kprobe program there"""
+        fn = next(a.fn for a in choice.attaches if a.target == NDO_START_XMIT)
+        if choice.candidate.mechanism == FENTRY:
             try:
-                return self._attach_xmit_fentry(ps, sym, fn)
+                return self._attach_xmit_fentry(ps, sym, ps.fn_prefix + fn)
             except OSError as e:
-                kfn = fn.replace("__fentry", "__kprobe")
-                if KPROBE not in self.kernel.mechanisms or kfn not in self._loaded.progs:
+                kfn = next((h.fn for c in choice.stage.candidates if c.mechanism == KPROBE
+                            for h in c.hooks if h.targets == (NDO_START_XMIT,)), None)
+                if (KPROBE not in self.kernel.mechanisms or kfn is None
+                        or ps.fn_prefix + kfn not in self._loaded.progs):
                     raise
                 self.warnings.append(f"driver_xmit: fentry on {sym} refused "
                                      f"({e.strerror or e}); a kprobe there instead")
                 fn = kfn
-        self._attach_kprobe(ps, sym.split(" ")[0], fn)
+        name = sym.split(" ")[0]
+        if not self.kernel.kallsyms.is_unique(name):
+            # a kprobe names its function by symbol alone (fentry by BTF id and module)
+            raise OSError(errno.ENOTUNIQ, f"{name} is not a unique symbol; a kprobe cannot "
+                                          f"tell which is meant")
+        self._attach_kprobe(ps, name, ps.fn_prefix + fn)
 
     def follow_devices(self, devices: Iterable[Device]) -> None:
         """An fentry program or a kprobe on each new driver xmit function, where driver_xmit
@@ -346,29 +355,26 @@ class Attachments:
         choice = self._choices.get("driver_xmit")
         if choice is None:
             return
-        fns = [a.fn for a in choice.attaches if a.target == NDO_START_XMIT]
-        if not fns:
+        if not any(a.target == NDO_START_XMIT for a in choice.attaches):
             return
         attached = []
         for sym, devs in xmit_functions(devices).items():
             name = sym.split(" ")[0]
-            if name in self._xmit_syms:
+            if sym in self._xmit_syms:
                 continue
-            self._xmit_syms.add(name)
-            if not self.kernel.kallsyms.is_unique(name):
-                self.warnings.append(f"driver_xmit: {sym} (used by {devs[0].name}) is not a "
-                                     f"unique symbol; its devices are not counted at driver_xmit")
-                continue
+            self._xmit_syms.add(sym)
             ok = False
             for ps in self._users(choice.stage):
                 if "driver_xmit" in self.left_off.get(ps.name, ()):
                     continue
                 try:
-                    self._attach_xmit(ps, choice.candidate.mechanism, sym, ps.fn_prefix + fns[0])
+                    self._attach_xmit(ps, choice, sym)
                     ok = True
                 except OSError as e:
                     self.warnings.append(f"driver_xmit: {choice.candidate.mechanism} on {sym} "
-                                         f"failed for {ps.name}: {e.strerror or e}")
+                                         f"(used by {devs[0].name}) failed for {ps.name}: "
+                                         f"{e.strerror or e}; its devices are not counted "
+                                         f"there")
             if ok:
                 attached.append(name)
         if attached:
