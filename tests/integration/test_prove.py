@@ -122,6 +122,12 @@ def test_prove_text_shows_four_cases(bpf_ok):
     verdicts = [line for line in r.stdout.splitlines() if line.startswith(("ok ", "FAIL"))]
     assert len(verdicts) == 10 and all(v.startswith("ok ") for v in verdicts)
     assert "127.0.0.1: " in verdicts[0] and "through loopback_xmit, 0 through any NIC driver" in verdicts[0]
+    # each claim of the first three cases states the way its packets took: on lo for the
+    # loopback and own-address ones, out of the veth for the NIC one
+    paths = [line for line in r.stdout.splitlines() if line.startswith("     path: ip_output[")]
+    assert len(paths) == 6, paths
+    assert all(p.startswith("     path: ip_output[lo] > dev_queue_xmit[lo]") for p in paths[:4])
+    assert all("[lo]" not in p for p in paths[4:]), paths
     assert "through veth_xmit" in r.stdout
     assert "NO_SOCKET" in r.stdout and "NETFILTER_DROP" in r.stdout
     assert r.stdout.splitlines()[-1].startswith("All 4 claims hold")

@@ -19,7 +19,8 @@ from typing import Callable, Sequence
 from ..errors import NetprobeError
 from ..model.flowfilter import FlowFilter
 from ..kernel.facts import require_root
-from ..model.programsets import COUNTING, DROPS
+from ..model.programsets import COUNTING, DROPS, LATENCY
+from ..render.latreport import Names, path_rows
 from ..model.prove import (CaseResult, FlowPlan, FlowResult, Peer, Report, flow_counts, judge,
                            plan_cases)
 from ..model.stagestate import to_json as state_json
@@ -72,11 +73,10 @@ def run_prove(*, port: int, peer: Peer | None = None, prefer: Sequence[str] = ()
             except NetprobeError as e:
                 raise NetprobeError(f"building the test namespaces: {e}") from None
         pair.wait_up()
-        # (not the latency set yet: it loads on Debian's 6.1 and 6.12 and on 6.18 now, but its
-        # census is not put into the report, so the paths each claim's packets took are not
-        # stated)
+        # the latency set too: each claim also states the path its packets took (a kernel
+        # that refuses its programs leaves it off, with a warning, and the paths unstated)
         session = stack.enter_context(ProbeSession(flow=FlowFilter(port=port), prefer=prefer,
-                                                   sets=(COUNTING, DROPS)))
+                                                   sets=(COUNTING, DROPS, LATENCY)))
         report = Report(port, dict(session.states), namespaces=pair.namespaces,
                         veth=(pair.a.dev, pair.b.dev), peer=peer, warnings=session.warnings)
         if ready_file:
@@ -93,10 +93,12 @@ def run_prove(*, port: int, peer: Peer | None = None, prefer: Sequence[str] = ()
             client_ns = case.flows[0].client_ns
             results = []
             for fp in case.flows:
+                epoch = session.begin_epoch() if session.follows_paths else None
                 sent, arrived, error, note = _send(fp, port)
                 now = settled(session.read)
                 devs, l4 = flow_counts(before.values, now.values, session.devices, names)
-                results.append(FlowResult(fp, devs, l4, sent, arrived, error, note))
+                results.append(FlowResult(fp, devs, l4, sent, arrived, error, note,
+                                          _paths(session, epoch, names)))
                 before = now
             client = os.stat(client_ns).st_ino if client_ns else own
             report.verdicts.append(judge(CaseResult(case, client, tuple(results)),
@@ -111,6 +113,13 @@ def run_prove(*, port: int, peer: Peer | None = None, prefer: Sequence[str] = ()
     finally:
         with signals_deferred():
             stack.close()
+
+
+def _paths(session, epoch: int | None, names) -> tuple[tuple[str, str, int], ...]:
+    if epoch is None:
+        return ()
+    rows = path_rows(session.paths_of(epoch), Names(session.devices, names))
+    return tuple((r.text, r.end, r.packets) for r in rows)
 
 
 def settled(read):

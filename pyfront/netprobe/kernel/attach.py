@@ -138,6 +138,12 @@ class Attachments:
             self.states[stage.name] = self._attach_stage(stage)
         return self.states
 
+    def set_attached(self, ps: ProgramSet) -> bool:
+        """Whether a program set runs at one stage at least"""
+        off = set(self.left_off.get(ps.name, ()))
+        return any(st.attached and name in ps.stages and name not in off
+                   for name, st in self.states.items())
+
     def _users(self, stage: Stage) -> list[ProgramSet]:
         return [s for s in self.sets if stage.name in s.stages]
 

@@ -231,6 +231,13 @@ class ProbeSession:
         with self._lock:
             return self._require_latency().read()
 
+    @property
+    def follows_paths(self) -> bool:
+        """The latency set is loaded and attached at a stage at least (a kernel that refuses
+        its programs has them left off, with a warning)"""
+        return (self._latency is not None and self._attachments is not None
+                and self._attachments.set_attached(LATENCY))
+
     def begin_epoch(self) -> int:
         """Tell apart the paths that start from now on (paths_of)"""
         with self._lock:
