@@ -122,5 +122,6 @@ def test_watch_json_and_doctor_name_fentry(bpf_ok):
     doc = json.loads(r.stdout)
     assert {"name": "fentry", "ok": True, "detail": "works"} in doc["mechanisms"]
     stages = {s["stage"]: s["mechanism"] for s in doc["stages"]}
-    assert stages["l4_rcv"] == "fentry tcp_v4_rcv, udp_rcv, tcp_v6_rcv, udpv6_rcv"
+    assert stages["l4_rcv"] == ("fentry tcp_v4_rcv, udp_rcv, icmp_rcv, tcp_v6_rcv, udpv6_rcv, "
+                                "icmpv6_rcv")
     assert stages["driver_xmit"] == "fentry on each device's ndo_start_xmit"
