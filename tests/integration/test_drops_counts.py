@@ -16,6 +16,8 @@ from netprobe.model.programsets import DROPS
 from netprobe.kernel.session import ProbeSession
 from netprobe.kernel.topology import VethPair
 
+from following import linked
+
 
 @pytest.fixture(scope="module")
 def drops(bpf_ok):
@@ -54,7 +56,7 @@ def test_udp_to_a_closed_port_equals_udp_no_ports(drops):
     n = 7
     with VethPair.create() as pair:
         inum = os.stat(pair.a.path).st_ino
-        drops.refresh()
+        linked([drops], pair.a.path, pair.b.path)
         before_k = nstat(pair.a.ns, "UdpNoPorts", "Udp6NoPorts")
         before = drops.read_drops()
         for fam, addr, count in ((socket.AF_INET, "127.0.0.1", n), (socket.AF_INET6, "::1", n + 2)):
@@ -102,7 +104,7 @@ def test_nftables_drops_equal_the_rules_counter(drops, family):
         pair.wait_up()
         subprocess.run(["ip", "netns", "exec", pair.b.ns, "nft", "-f", "-"], check=True,
                        text=True, input=NFT % ports)
-        drops.refresh()
+        linked([drops], pair.a.path, pair.b.path)
         inum = os.stat(pair.b.path).st_ino
         ifindex = int(subprocess.run(["ip", "netns", "exec", pair.b.ns, "cat",
                                       f"/sys/class/net/{pair.b.dev}/ifindex"],
@@ -142,7 +144,7 @@ def test_device_counters_equal_ip_link_and_the_veth_drop_is_seen(drops):
         subprocess.run(["ip", "-n", pair.b.ns, "link", "set", pair.b.dev, "down"], check=True)
         subprocess.run(["ip", "-n", pair.a.ns, "neigh", "add", pair.b.addr4, "lladdr",
                         "02:00:00:00:00:01", "dev", pair.a.dev], check=True)
-        drops.refresh()
+        linked([drops], pair.a.path, pair.b.path)
         inum = os.stat(pair.a.path).st_ino
         before = drops.read_drops()
         with in_ns(pair.a.path, socket.AF_INET) as s:

@@ -104,7 +104,7 @@ def first_fragment_ports6(port):
 def test_fragments_are_counted_as_tcpdump_counts_them(bpf_ok, family, flt, pcap, expected):
     with VethPair.create() as pair, ProbeSession(flow=flt) as s:
         pair.wait_up()
-        s.refresh()
+        linked([s], pair.a.path, pair.b.path)
         va, vb = dev(s, pair.a.ns, pair.a.dev), dev(s, pair.b.ns, pair.b.dev)
         with tcpdump(pair.a.ns, pair.a.dev, pcap) as sent, \
                 tcpdump(pair.b.ns, pair.b.dev, pcap) as received:
@@ -158,7 +158,7 @@ def dual_stack_exchange(ns_path, port, rounds=20):
 @pytest.mark.parametrize("host", ["127.0.0.1", "::ffff:127.0.0.1"])
 def test_ipv4_host_matches_a_dual_stack_sockets_sends(bpf_ok, veth, host):
     with ProbeSession(flow=FlowFilter(host=host)) as s:
-        s.refresh()
+        linked([s], veth.a.path, veth.b.path)
         lo = dev(s, veth.a.ns, "lo")
         with tcpdump(veth.a.ns, "lo", "host 127.0.0.1") as dump:
             (before,) = settled(s)

@@ -12,6 +12,8 @@ from netprobe.kernel.session import ProbeSession
 from netprobe.kernel.topology import VethPair
 from netprobe.kernel.traffic import icmp_echo, udp_flow
 
+from following import linked
+
 PORT = 47101
 LOOPBACK_PATH = ["ip_output", "dev_queue_xmit", "driver_xmit", "driver_rx", "netif_receive_skb",
                  "ip_rcv", "l4_rcv"]
@@ -52,7 +54,7 @@ def test_a_ping_over_lo_in_a_fresh_namespace_takes_one_path_twice(latency):
     seen = []
     for _ in range(3):
         with VethPair.create() as pair:
-            latency.refresh()
+            linked([latency], pair.a.path, pair.b.path)
             lo = dev(latency, pair.a.ns, "lo")
             before = latency.read_latency()
             assert icmp_echo(addr="127.0.0.1", count=1, ns=pair.a.path) == 1
@@ -101,7 +103,7 @@ def test_hop_counts_equal_the_counts_at_their_destination_and_medians_add_up(lat
     s = latency_flow
     with VethPair.create() as pair:
         pair.wait_up()
-        s.refresh()
+        linked([s], pair.a.path, pair.b.path)
         if where == "lo":
             server, client_ns, devices = "127.0.0.1", pair.a.path, [dev(s, pair.a.ns, "lo")]
         else:
@@ -121,7 +123,7 @@ def test_hop_counts_equal_the_counts_at_their_destination_and_medians_add_up(lat
 
 def test_sampling_follows_whole_flows_and_leaves_the_counts_exact(bpf_ok):
     with ProbeSession(sets=(COUNTING, LATENCY), sample=2) as s, VethPair.create() as pair:
-        s.refresh()
+        linked([s], pair.a.path, pair.b.path)
         lo = dev(s, pair.a.ns, "lo")
         followed = []
         for i in range(12):  # each its own source port: its own hash

@@ -13,6 +13,8 @@ from netprobe.kernel.session import ProbeSession
 from netprobe.kernel.topology import VethPair
 from netprobe.kernel.traffic import udp_flow
 
+from following import linked
+
 ROOT = Path(__file__).resolve().parents[2]
 PORT = 47301
 STAGES_TX = ("ip_output", "dev_queue_xmit", "driver_xmit")
@@ -34,7 +36,7 @@ def counted(flow: FlowFilter) -> tuple[str, dict]:
     """One session's source and its counts of 100 UDP datagrams across a fresh veth pair."""
     with VethPair.create() as pair, ProbeSession(flow=flow) as s:
         pair.wait_up()
-        s.refresh()
+        linked([s], pair.a.path, pair.b.path)
         va = next(d for d in s.devices.values() if d.netns_name == pair.a.ns and d.name == pair.a.dev)
         vb = next(d for d in s.devices.values() if d.netns_name == pair.b.ns and d.name == pair.b.dev)
         before = s.read()
