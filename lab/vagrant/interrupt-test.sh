@@ -62,10 +62,27 @@ wait "$make_pid" && rc=0 || rc=$?
 say "make lab exited $rc, $(( $(date +%s) - t )) s after Ctrl-C; its last lines:"
 tail -n 5 "$log" | sed 's/^/  | /'
 
+# alive: not yet exited, or exited and not yet reaped by its parent (kill -0 answers for
+# both; a zombie holds nothing, and the lab's cleanup waits for its processes to exit, not
+# for their parents to reap them)
+alive() {
+  local state
+  # the state follows the command's name, which is in parentheses and may hold spaces
+  state=$(sed -E 's/.*\) ([A-Za-z]).*/\1/' "/proc/$1/stat" 2>/dev/null) || return 1
+  [ -n "$state" ] && [ "$state" != Z ]
+}
+for _ in $(seq 50); do
+  still=()
+  for p in $lab_pids; do alive "$p" && still+=("$p"); done
+  [ ${#still[@]} -gt 0 ] || break
+  sleep 0.2
+done
 problems=()
 ip netns list | grep -qw "^$name" && problems+=("namespace $name still exists")
 for p in $lab_pids; do
-  if kill -0 "$p" 2>/dev/null; then problems+=("process $p ($(ps -o comm= -p "$p")) still alive"); fi
+  if alive "$p"; then
+    problems+=("process $p ($(ps -o comm= -p "$p" 2>/dev/null || echo gone)) still alive 10 s after")
+  fi
 done
 leftover=$(pgrep -f -- "$state" || true)
 [ -z "$leftover" ] || problems+=("processes naming $state: $leftover")
