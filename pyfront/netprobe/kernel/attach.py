@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Iterable, Mapping, Sequence
 
-from . import bpfsys, loader
+from . import bpfsys, loader, netns
 from ..model.catalogue import (ALL_STAGES, FENTRY, KPROBE, NDO_START_XMIT, NETFILTER,
                                RAW_TRACEPOINT, TP_BTF, Stage)
 from ..model.devices import Device, xmit_functions
@@ -123,6 +123,8 @@ class Attachments:
         # (set, mechanism, event or symbol) -> fd: raw tracepoint and tp_btf links, kprobes
         self._links: dict[tuple[str, str, str], int] = {}
         self._nf_links: dict[int, list[int]] = {}   # netns inum -> link fds
+        # netns inum -> (path, cookie) of the namespace those links were made in
+        self._nf_made_in: dict[int, tuple[str, int | None]] = {}
         self._nf_failed: set[int] = set()
         self._nf_not_entered: dict[int, str] = {}     # netns inum -> why, until linked
         self._xmit_syms: set[str] = set()            # driver xmit functions seen, as kallsyms
@@ -241,21 +243,55 @@ class Attachments:
                 for ps in self._users(c.stage) if name not in self.left_off.get(ps.name, ())]
 
     # -- following namespaces and devices --------------------------------------------------
-    def follow_namespaces(self, namespaces: Mapping[int, Netns]) -> None:
-        """Netfilter links in namespaces new since the last call; those of vanished ones go."""
+    def follow_namespaces(self, namespaces: Mapping[int, Netns],
+                          cookies: Mapping[int, int] | None = None) -> None:
+        """Netfilter links in namespaces new since the last call; those of vanished ones go.
+        `cookies` (netns inum -> net_cookie, from the device walk) say which namespace each
+        inode number is now."""
         for ns in namespaces.values():
+            if ns.inum in self._nf_links and self._taken_over(ns, cookies or {}):
+                self._drop_nf(ns.inum)
             if ns.inum not in self._nf_links and ns.inum not in self._nf_failed:
                 self._attach_nf_in(ns)
         self._nf_failed &= set(namespaces)  # an inode number may be reused
         self._nf_not_entered = {i: w for i, w in self._nf_not_entered.items() if i in namespaces}
         for inum in [i for i in self._nf_links if i not in namespaces]:
-            for fd in self._nf_links.pop(inum):
-                os.close(fd)
+            self._drop_nf(inum)
         for inum, late in list(self._late.items()):
             if inum not in namespaces:
                 del self._late[inum]
             elif namespaces[inum].name != late.name:  # first seen as "pid:N", named since
                 self._late[inum] = replace(late, name=namespaces[inum].name)
+
+    def _taken_over(self, ns: Netns, cookies: Mapping[int, int]) -> bool:
+        """Whether the namespace at this inode number is no longer the one its links were made
+        in: a namespace deleted and another made between two looks can get the same inode
+        number (the kernel hands a freed one out again at once), and the old links, made in a
+        dead namespace, would leave the new one uncounted at the netfilter stages (a TCP flow
+        on a fresh namespace's lo counted 0 at ip_output, ip_rcv and l4_rcv, 1 run in 4)."""
+        made = self._nf_made_in.get(ns.inum)
+        if made is None or made[1] is None:  # netprobe's own namespace; a kernel < 5.14
+            return False
+        path, cookie = made
+        if ns.inum in cookies:
+            return cookies[ns.inum] != cookie
+        if ns.path == path:
+            return False
+        # another handle (a new name, or "pid:N" named since): look inside once
+        try:
+            with bpfsys.in_netns(ns.path):
+                now = netns.current_cookie()
+        except NetprobeError:
+            return False
+        if now == cookie:
+            self._nf_made_in[ns.inum] = (ns.path, cookie)
+        return now is not None and now != cookie
+
+    def _drop_nf(self, inum: int) -> None:
+        for fd in self._nf_links.pop(inum, []):
+            os.close(fd)
+        self._nf_made_in.pop(inum, None)
+        self._late.pop(inum, None)
 
     def started(self) -> None:
         """From now on a namespace that gets its links late is reported as such"""
@@ -271,6 +307,7 @@ class Attachments:
         fds: list[int] = []
         try:
             with bpfsys.in_netns(ns.path):
+                cookie = netns.current_cookie()
                 for fn, target in programs:
                     fds.append(self._nf_link(fn, target))
         except NetprobeError as e:
@@ -288,6 +325,7 @@ class Attachments:
                                  f"{getattr(e, 'strerror', None) or e}")
             return
         self._nf_links[ns.inum] = fds
+        self._nf_made_in[ns.inum] = (ns.path, cookie)
         self._nf_not_entered.pop(ns.inum, None)
         if self._started:
             stages = tuple(dict.fromkeys(c.stage.name for c in self._choices.values()
@@ -396,4 +434,5 @@ class Attachments:
             os.close(fd)
         self._links.clear()
         self._nf_links.clear()
+        self._nf_made_in.clear()
         self._xmit_progs.clear()

@@ -5,6 +5,8 @@ Counts are keyed by the namespace's inode number (net->ns.inum in the kernel, st
 from __future__ import annotations
 
 import os
+import socket
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,3 +91,17 @@ def _nsfs_mounts() -> list[str]:
     except OSError:
         pass
     return out
+
+
+SO_NETNS_COOKIE = 71  # asm-generic/socket.h (x86_64 and arm64 alike), Linux >= 5.14
+
+
+def current_cookie() -> int | None:
+    """The cookie of this thread's network namespace (net->net_cookie). Unlike the inode
+    number, which a new namespace may take over as soon as the old one is gone, it is never
+    reused. None where the kernel has no SO_NETNS_COOKIE."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            return struct.unpack("=Q", s.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8))[0]
+    except OSError:
+        return None

@@ -180,6 +180,10 @@ class ProbeSession:
         with self._lock:
             self._follow_namespaces()
             devices = self._inventory.devices(self.namespaces)
+            # the walk read each namespace's cookie: an inode number another namespace took
+            # over since the last look gets its netfilter links anew
+            self._attachments.follow_namespaces(
+                self.namespaces, {d.netns: d.cookie for d in devices.values() if d.cookie})
             gone, changed = device_changes(self.devices, devices)
             if self._counts is not None and changed:
                 self._counts.devices_changed(gone, devices.values())
