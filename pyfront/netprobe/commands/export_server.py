@@ -128,6 +128,20 @@ class _Handler(WSGIRequestHandler):
         pass
 
 
+class _Once:
+    """A call made at most once, whoever calls it first"""
+
+    def __init__(self, fn):
+        self._fn, self._lock, self._done = fn, threading.Lock(), False
+
+    def __call__(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+        self._fn()
+
+
 class MetricsServer(ThreadingMixIn, WSGIServer):
     """wsgiref's server, one thread per connection up to MAX_CONNECTIONS, with a listen queue
     that holds a fleet's scrapers, per-connection TLS (the handshake runs in the connection's
@@ -139,6 +153,7 @@ class MetricsServer(ThreadingMixIn, WSGIServer):
     def __init__(self, host: str, port: int, tls: ssl.SSLContext | None = None):
         self.tls = tls
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._releases: dict[int, _Once] = {}  # id(request) -> its slot's release
         family, sockaddr = _resolve(host, port)
         self.address_family = family
         self._dual_stack = family == socket.AF_INET6 and host == ""
@@ -164,17 +179,25 @@ class MetricsServer(ThreadingMixIn, WSGIServer):
 
     def process_request(self, request, client_address):
         self._slots.acquire()  # all busy: accept() waits, and the kernel queues the rest
+        # the slot goes back once: by the request's thread when it ends, or here when the
+        # thread never started. A signal's exception can come after the thread started, and a
+        # second release raised "Semaphore released too many times" at Ctrl-C
+        release = _Once(self._slots.release)
+        self._releases[id(request)] = release
         try:
             super().process_request(request, client_address)
         except BaseException:
-            self._slots.release()
+            self._releases.pop(id(request), None)
+            release()
             raise
 
     def process_request_thread(self, request, client_address):
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._slots.release()
+            release = self._releases.pop(id(request), None)
+            if release is not None:
+                release()
 
     def finish_request(self, request, client_address):
         if self.tls is None:

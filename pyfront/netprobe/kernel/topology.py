@@ -31,9 +31,11 @@ class VethPair:
     tag: str = field(default_factory=lambda: secrets.token_hex(3))
 
     @classmethod
-    def create(cls, subnet: int | None = None, ipv6: bool = True) -> "VethPair":
-        """`ipv6=False`: the namespaces have no IPv6 at all, so the veth sends nothing of its own
-        (router solicitations, MLD reports) to mix with a test's packets."""
+    def create(cls, subnet: int | None = None, ipv6: bool = True,
+               veth_ipv6: bool = True) -> "VethPair":
+        """`ipv6=False`: the namespaces have no IPv6 at all; `veth_ipv6=False`: the veth ends
+        have none (lo keeps ::1). Either way the veth sends nothing of its own (router
+        solicitations, MLD reports) to mix with a test's packets."""
         tag = secrets.token_hex(3)
         n = subnet if subnet is not None else 64 + secrets.randbelow(128)
         a = Host(f"np-{tag}-a", f"np{tag}a", f"10.{n}.0.1", f"fd00:{n}::1")
@@ -42,16 +44,17 @@ class VethPair:
         try:
             for h in (a, b):
                 ip("netns", "add", h.ns)
-                if not ipv6:
+                if not ipv6 or not veth_ipv6:
+                    # "default" is what devices made from now on get: the veth, not lo
                     subprocess.run(["ip", "netns", "exec", h.ns, "sysctl", "-qw",
-                                    "net.ipv6.conf.all.disable_ipv6=1",
+                                    *(() if ipv6 else ("net.ipv6.conf.all.disable_ipv6=1",)),
                                     "net.ipv6.conf.default.disable_ipv6=1"], check=True)
                 ip("link", "set", "lo", "up", netns=h.ns)
             ip("link", "add", a.dev, "netns", a.ns, "type", "veth", "peer", b.dev, "netns", b.ns)
             for h in (a, b):
                 ip("addr", "add", f"{h.addr4}/24", "dev", h.dev, netns=h.ns)
                 # nodad: usable at once, not after duplicate address detection's delay
-                if ipv6:
+                if ipv6 and veth_ipv6:
                     ip("addr", "add", f"{h.addr6}/64", "dev", h.dev, "nodad", netns=h.ns)
                 ip("link", "set", h.dev, "up", netns=h.ns)
         except BaseException:
