@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from labguest import ECHO, lab_nic
 
 from netprobe.kernel.facts import Kernel
 from netprobe.kernel.session import ProbeSession
@@ -29,17 +30,8 @@ pytestmark = [
                        reason="needs the QEMU lab guest: an e1000 NIC"),
 ]
 
-ECHO = ("10.0.2.100", 7)  # QEMU's own TCP echo peer, reachable only through the e1000
 DEVICE_STAGES = ("ip_output", "dev_queue_xmit", "driver_xmit", "driver_rx", "netif_receive_skb",
                  "ip_rcv", "l4_rcv")
-
-
-def lab_nic(driver):
-    for item in os.environ.get("NETPROBE_LAB_NICS", "").split():
-        name, rest = item.split("=")
-        if name == driver:
-            return rest.split(":")[0]
-    pytest.fail(f"no {driver} NIC in this lab guest (NETPROBE_LAB_NICS)")
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from labguest import ECHO, lab_nic
 
 from netprobe.model.flowfilter import FlowFilter
 from netprobe.kernel.facts import Kernel
@@ -23,15 +24,6 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(not os.environ.get("NETPROBE_LAB_NICS") or not Kernel().kprobes,
                                 reason="needs the QEMU lab guest: kprobes and an e1000 NIC")
 
-ECHO = ("10.0.2.100", 7)  # QEMU's own TCP echo peer, reachable only through the e1000
-
-
-def lab_nic(driver):
-    for item in os.environ.get("NETPROBE_LAB_NICS", "").split():
-        name, rest = item.split("=")
-        if name == driver:
-            return rest.split(":")[0]
-    pytest.fail(f"no {driver} NIC in this lab guest (NETPROBE_LAB_NICS)")
 
 
 @pytest.fixture(scope="module")

@@ -7,24 +7,16 @@ import socket
 
 import pytest
 
+from labguest import ECHO, lab_nic
 from test_trace import Trace, path
 
 pytestmark = pytest.mark.skipif(not os.environ.get("NETPROBE_LAB_NICS"),
                                 reason="needs the QEMU lab guest's e1000 (make lab-qemu)")
 
-ECHO = ("10.0.2.100", 7)  # QEMU's TCP echo peer, reachable only through the e1000
-
-
-def e1000_device():
-    for item in os.environ["NETPROBE_LAB_NICS"].split():
-        name, rest = item.split("=")
-        if name == "e1000":
-            return rest.split(":")[0]
-    pytest.fail("no e1000 in this lab guest (NETPROBE_LAB_NICS)")
 
 
 def test_a_flow_to_the_qemu_peer_shows_e1000_xmit_frame(bpf_ok, tmp_path):
-    dev = e1000_device()
+    dev = lab_nic("e1000")
     t = Trace(tmp_path, "--proto", "tcp", "--host", ECHO[0], "--port", str(ECHO[1]))
     with socket.create_connection(ECHO, timeout=20) as c:
         for _ in range(3):
