@@ -77,25 +77,27 @@ BPF_HASH(released, u64, u8, 1024);
 
 /* `known_cookie`: the device's namespace's cookie where the hook reads it for ~2 ns (typed
  * pointers), else 0. With it a device in a namespace made anew is told from the vanished one
- * at its first packet, before user space has seen either go or come. */
-static __always_inline void np_count_dev(void *dev, u32 stage, u32 len, u64 known_cookie)
+ * at its first packet, before user space has seen either go or come.
+ * Returns the device's (netns << 32) | ifindex, which the slot already holds, for a feature
+ * keyed by it in the same program (latency); 0 when nothing was counted. */
+static __always_inline u64 np_count_dev(void *dev, u32 stage, u32 len, u64 known_cookie)
 {
     u32 zero = 0, netns = 0, ifindex = 0;
     u64 cookie = 0;
     if (!dev || stage >= NP_NSTAGES)
-        return;
+        return 0;
     u32 idx = np_slot_of((u64)dev);
     struct np_slot *s = slots.lookup(&idx);
     u64 *ep = epoch.lookup(&zero);
     if (!s || !ep)
-        return;
+        return 0;
     if (s->dev != (u64)dev || s->epoch != *ep || (known_cookie && s->cookie != known_cookie)) {
         if (s->dev != (u64)dev && s->dev != 0) {
             u64 owner = s->dev;
             if (!released.lookup(&owner)) {
                 np_dev_identity(dev, &netns, &ifindex);
                 np_add(netns, ifindex, np_dev_cookie(dev), stage, len);
-                return;
+                return ((u64)netns << 32) | ifindex;
             }
             s->dev = 0; /* its owner vanished: take the slot back */
         }
@@ -121,45 +123,33 @@ static __always_inline void np_count_dev(void *dev, u32 stage, u32 len, u64 know
     }
     s->v[stage].packets += 1;
     s->v[stage].bytes += len;
+    return ((u64)s->netns << 32) | s->ifindex;
 }
 
-/* Count an skb at a device stage: its own device (skb->dev) ... */
-static __always_inline int np_count_skb(void *skb, int l3_at, u32 stage)
+/* Count an skb at a device stage: on its own device (skb->dev) when `own_dev`, else on the
+ * device the hook knows (`dev`: an argument, the route's). Returns np_count_dev's identity;
+ * `v` is left with what was read of the skb. */
+static __always_inline u64 np_count_skb(void *skb, void *dev, int own_dev, int l3_at, u32 stage,
+                                        struct np_skb_view *v)
 {
-    struct np_skb_view v = {};
-    np_skb_view(skb, l3_at, &v);
-    if (np_flow_match_l3(v.proto_raw, v.l3))
-        np_count_dev(v.dev, stage, v.len, 0);
-    return 0;
+    np_skb_view(skb, l3_at, v);
+    if (!np_flow_match_l3(v->proto_raw, v->l3))
+        return 0;
+    return np_count_dev(own_dev ? v->dev : dev, stage, v->len, 0);
 }
 
-/* ... or a device the hook already knows (an argument, the route's) */
-static __always_inline int np_count_skb_dev(void *skb, void *dev, int l3_at, u32 stage)
-{
-    struct np_skb_view v = {};
-    np_skb_view(skb, l3_at, &v);
-    if (np_flow_match_l3(v.proto_raw, v.l3))
-        np_count_dev(dev, stage, v.len, 0);
-    return 0;
-}
-/* np_count_skb_dev for typed pointers: no bpf_probe_read_kernel but the filter's one read of
+/* np_count_skb for typed pointers and the hook's device: no bpf_probe_read_kernel but the filter's one read of
  * the packet's headers. skb->head and skb->data point at bytes, not structs, so they load
  * as plain numbers. */
-static __always_inline int np_count_typed(void *skb, void *dev, int l3_at, u32 stage)
+static __always_inline u64 np_count_typed(void *skb, void *dev, int l3_at, u32 stage)
 {
 #ifdef NP_FILTERED
     if (!np_flow_match_l3(NP_LOAD(u16, skb, OFF_SKB_PROTOCOL), NP_SKB_L3(NP_LOAD, skb, l3_at)))
         return 0;
 #endif
     void *net = NP_LOAD(void *, dev, OFF_DEV_NET);
-    np_count_dev(np_untyped(dev), stage, NP_LOAD(u32, skb, OFF_SKB_LEN),
-                 NP_LOAD(u64, net, OFF_NET_COOKIE));
-    return 0;
+    return np_count_dev(np_untyped(dev), stage, NP_LOAD(u32, skb, OFF_SKB_LEN),
+                        NP_LOAD(u64, net, OFF_NET_COOKIE));
 }
-
-/* The three as hooks.h's handlers */
-#define NP_COUNT_ON_SKB(ctx, skb, dev, l3_at, stage) np_count_skb(skb, l3_at, stage)
-#define NP_COUNT_ON_SKB_DEV(ctx, skb, dev, l3_at, stage) np_count_skb_dev(skb, dev, l3_at, stage)
-#define NP_COUNT_ON_TYPED(ctx, skb, dev, l3_at, stage) np_count_typed(skb, dev, l3_at, stage)
 
 #endif

@@ -2,7 +2,8 @@
  * until it is freed, in the kernel — no per-packet event reaches user space. At each stage the
  * time since its previous stage goes into a log2 histogram per (netns, device, from, to); at
  * its end its path — the ordered (stage, device) steps — is counted in a census of distinct
- * paths. User space: latreader.py reads these maps, latency.py does the arithmetic. */
+ * paths. User space: latreader.py reads these maps, latency.py does the arithmetic. Compiled
+ * with counting (NP_TIMED): its programs at the path stages call np_lat_at (device_stages.h). */
 #ifndef NP_LATENCY_H
 #define NP_LATENCY_H
 
@@ -147,16 +148,21 @@ static __always_inline void np_hist_add(u32 netns, u32 ifindex, u32 from, u32 to
 /* Whether a stage can come next on an skb's way; if not, its address was freed unseen and
  * reused. Forward in path order, on through a stacked device at the same stage, or, in the
  * same namespace, from ip_rcv to ip_output (routed) or from netif_receive_skb to
- * dev_queue_xmit (bridged). */
+ * dev_queue_xmit (bridged). An skb changes namespace only where a device hands it to its peer
+ * (veth) or to itself (lo): from its driver's transmit to the receive side. Anything else in
+ * another namespace is another skb at a reused address — without this rule, a ping's skb freed
+ * unseen on lo was continued by another namespace's packet on a veth (1 census in ~10 under
+ * load). */
 static __always_inline int np_lat_follows(struct np_flight *f, u32 stage, u32 netns, u32 ifindex)
 {
+    if (f->netns != netns)
+        return f->stage == STAGE_driver_xmit && stage >= STAGE_driver_rx;
     if (stage > f->stage)
         return 1;
     if (stage == f->stage)
-        return f->ifindex != ifindex || f->netns != netns;
-    return f->netns == netns &&
-           ((f->stage == STAGE_ip_rcv && stage == STAGE_ip_output) ||
-            (f->stage == STAGE_netif_receive_skb && stage == STAGE_dev_queue_xmit));
+        return f->ifindex != ifindex;
+    return (f->stage == STAGE_ip_rcv && stage == STAGE_ip_output) ||
+           (f->stage == STAGE_netif_receive_skb && stage == STAGE_dev_queue_xmit);
 }
 
 static __always_inline void np_lat_step(struct np_flight *f, u32 stage, u32 netns, u32 ifindex)
@@ -279,43 +285,8 @@ static __always_inline void np_lat_at(u64 addr, void *l3, u32 netns, u32 ifindex
     np_lat_step(f, stage, netns, ifindex);
 }
 
-/* The hooks' actions (hooks.h): an untyped skb on its own device ... */
-static __always_inline int np_lat_skb_dev(void *skb, void *dev, int l3_at, u32 stage)
-{
-    struct np_skb_view v = {};
-    u32 netns = 0, ifindex = 0;
-    np_skb_view(skb, l3_at, &v);
-    if (!np_flow_match_l3(v.proto_raw, v.l3) || !dev)
-        return 0;
-    np_dev_identity(dev, &netns, &ifindex);
-    np_lat_at((u64)skb, NP_LAT_L3(NP_PROBE, skb, l3_at), netns, ifindex, stage);
-    return 0;
-}
-
-static __always_inline int np_lat_skb(void *skb, int l3_at, u32 stage)
-{
-    void *dev = NULL;
-    NP_READ(dev, skb, SKB_DEV);
-    return np_lat_skb_dev(skb, dev, l3_at, stage);
-}
-
-/* ... BTF-typed pointers: every field a plain load */
-static __always_inline int np_lat_typed(void *skb, void *dev, int l3_at, u32 stage)
-{
-#ifdef NP_FILTERED
-    if (!np_flow_match_l3(NP_LOAD(u16, skb, OFF_SKB_PROTOCOL), NP_SKB_L3(NP_LOAD, skb, l3_at)))
-        return 0;
-#endif
-    void *net = NP_LOAD(void *, dev, OFF_DEV_NET);
-    u32 ifindex = NP_LOAD(u32, dev, OFF_DEV_IFINDEX);
-    if (!ifindex)
-        return 0; /* no device (yet) */
-    np_lat_at((u64)np_untyped(skb), NP_LAT_L3(NP_LOAD, skb, l3_at), NP_LOAD(u32, net, OFF_NET_INUM),
-              ifindex, stage);
-    return 0;
-}
-
-/* ... and its end: the last hop, and the path into the census */
+/* The path stages' action is np_lat_at, run by counting's programs (device_stages.h); the
+ * end of an skb's life: the last hop, and the path into the census */
 static __always_inline int np_lat_end(void *skb, u32 stage)
 {
     u64 addr = (u64)skb;

@@ -198,12 +198,13 @@ def test_device_pattern_warning_in_the_table(bpf_ok):
     assert "! --device 'eht0' matches no device (waiting for one to appear); devices: " in r.stdout
 
 
-def test_ebpf_with_latency_adds_the_latency_programs(bpf_ok):
+def test_ebpf_with_latency_times_in_the_counting_programs_and_adds_the_ends(bpf_ok):
     env = dict(os.environ, PYTHONPATH=str(ROOT / "pyfront"))
     r = subprocess.run([sys.executable, "-m", "netprobe", "watch", "--ebpf", "--latency",
                         "--sample", "100"], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr
-    assert "-DNP_LAT_SAMPLE=100" in r.stdout and "NP_TX_HOOKS(lat__, NP_LAT_ON_SKB" in r.stdout
+    assert "-DNP_LAT_SAMPLE=100" in r.stdout and "-DNP_TIMED" in r.stdout
+    assert "NP_END_HOOKS(lat__, NP_LAT_END)" in r.stdout and "np_lat_at(" in r.stdout
 
 
 def test_sample_without_latency_is_a_usage_error(bpf_ok):

@@ -48,6 +48,8 @@ class ProbeSession:
         self.kernel = kernel or Kernel()
         # the inventory always: every command names devices
         self.sets = (INVENTORY, *[s for s in sets if s is not INVENTORY])
+        if LATENCY in self.sets and COUNTING not in self.sets:
+            raise ValueError("the latency set times skbs in counting's programs: load COUNTING too")
         # the stages this session's sets attach to (of those asked for), in path order
         self.stages = tuple(s for s in stages if any(s.name in ps.stages for ps in self.sets))
         self.program: Program | None = None
@@ -237,9 +239,11 @@ class ProbeSession:
 
     @property
     def follows_paths(self) -> bool:
-        """The latency set is loaded and attached at a stage at least (a kernel that refuses
-        its programs has them left off, with a warning)"""
+        """The latency set is loaded, counting's programs (which time the skbs) run at a stage
+        at least and the latency set's at an end (a kernel that refuses its programs has them
+        left off, with a warning)"""
         return (self._latency is not None and self._attachments is not None
+                and self._attachments.set_attached(COUNTING)
                 and self._attachments.set_attached(LATENCY))
 
     def begin_epoch(self) -> int:

@@ -133,6 +133,44 @@ def tcp_echo(*, server_addr: str, port: int, nbytes: int, chunk: int = 1000,
     return got
 
 
+def tcp_echo_server(*, port: int, ns: str | None = None) -> threading.Thread:
+    """A TCP echo server on every address of namespace `ns`, for one connection; returns its
+    thread, which ends when the client closes"""
+    with _ns(ns):
+        srv = socket.create_server(("0.0.0.0", port))
+
+    def serve():
+        with srv:
+            conn, _ = srv.accept()
+            with conn:
+                while data := conn.recv(65536):
+                    conn.sendall(data)
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    return t
+
+
+def tcp_request_response(*, server_addr: str, port: int, count: int, size: int = 64,
+                         client_ns: str | None = None) -> int:
+    """`count` requests of `size` bytes to a TCP echo server, each echoed back whole before the
+    next is sent (no Nagle); returns the exchanges completed"""
+    with _ns(client_ns):
+        cli = socket.create_connection((server_addr, port), timeout=10)
+    done = 0
+    with cli:
+        cli.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for _ in range(count):
+            cli.sendall(b"r" * size)
+            got = 0
+            while got < size:
+                data = cli.recv(size - got)
+                if not data:
+                    return done
+                got += len(data)
+            done += 1
+    return done
+
+
 def udp_echo(*, server_addr: str, port: int, count: int, size: int = 64, timeout: float = 0.5,
              give_up_after: int = 3, client_ns: str | None = None) -> tuple[int, int]:
     """Send up to `count` datagrams to a UDP echo server, each waiting up to `timeout` for its

@@ -66,12 +66,14 @@ TRACE = ProgramSet("trace", ("trace.c",), fn_prefix="trace__",
                          "trace_event_layout", "trace_live"))
 
 # Per-hop latency histograms and the census of paths, per skb followed by address in the kernel
-# from its first stage to its end: probes/latency.h, read by latreader.py. Every stage that
-# has an skb (not the L4 send stages, which see a socket), and the ends.
+# from its first stage to its end: probes/latency.h, read by latreader.py. It rides on
+# counting: with NP_TIMED, counting's programs at every stage that has an skb also time it
+# (probes/device_stages.h: one program run per hook, not two), so this set's own programs are
+# only at the ends of an skb's life. Load it with COUNTING.
 LATENCY = ProgramSet("latency", ("latency.c",), fn_prefix="lat__",
-                     stages=tuple(s.name for s in STAGES if s.per_device)
-                     + tuple(s.name for s in END_STAGES),
-                     maps=("inflight", "hops", "paths", "lat_stats", "lat_epoch"))
+                     stages=tuple(s.name for s in END_STAGES),
+                     maps=("inflight", "hops", "paths", "lat_stats", "lat_epoch"),
+                     cflags=lambda kernel: ["-DNP_TIMED"])
 
 ALL: tuple[ProgramSet, ...] = (INVENTORY, COUNTING, DROPS, TRACE, LATENCY)
 # what the counting commands (watch, export, prove) load, and their --ebpf prints
