@@ -11,6 +11,8 @@
 # Others run commands in the guest with: $(LAB_QEMU_RUN) [--timeout SECS] -- CMD...
 LAB_QEMU_RUN = lab/qemu/run.sh
 LAB_KERNELS ?= 6.1 6.12
+# guests booted at once by make lab-qemu (lab/qemu/kernels.sh); CI boots its two together
+LAB_QEMU_JOBS ?= 1
 # e.g. make lab LAB_PROVIDER=libvirt; empty lets Vagrant pick its default provider
 LAB_PROVIDER ?=
 # local: the offline lab; a box name: that box; empty: debian/bookworm64, or local when this
@@ -21,8 +23,8 @@ include lab/vagrant/addresses.mk
 
 .PHONY: lab-qemu-image lab-qemu-smoke lab-qemu lab lab-interrupt-test lab-validate
 
-# each kernel in turn (two TCG guests at once would share the 2 cores and gain nothing); a
-# failing kernel does not stop the next one from running, only the target's status
+# each kernel's image in turn (the builds share a lock and the downloads); a failing build stops
+# the target
 lab-qemu-image:
 	for k in $(LAB_KERNELS); do $(SUDO) env LAB_KERNEL=$$k lab/qemu/build-image.sh || exit 1; done
 
@@ -32,9 +34,7 @@ lab-qemu-smoke:
 	done; exit $$status
 
 lab-qemu:
-	status=0; for k in $(LAB_KERNELS); do \
-	  $(SUDO) env LAB_KERNEL=$$k $(LAB_QEMU_RUN) --timeout 2400 -- bash lab/qemu/in-guest.sh || status=1; \
-	done; exit $$status
+	$(SUDO) env LAB_QEMU_JOBS=$(LAB_QEMU_JOBS) lab/qemu/kernels.sh $(LAB_KERNELS)
 
 lab:
 	@if [ "$(LAB_BOX)" = local ] || { [ -z "$(LAB_BOX)" ] \
