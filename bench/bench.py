@@ -211,12 +211,20 @@ def baseline_env() -> dict:
     return dict(ENV, PYTHONPATH=str(BASELINE["tree"] / "pyfront"))
 
 
-def config_netprobe_baseline(env, tmp):
+def _netprobe_baseline(args, tmp):
     """netprobe as it was at --baseline REF (its own pyfront/ and probes/, this machine's
     venv), in the same rounds as this tree's: the A/B a change is judged by."""
     ready = tmp / f"npb.{time.time_ns()}"
-    return _process(NETPROBE + ["watch", "--json", "-i", "1", "--ready-file", str(ready)],
+    return _process(NETPROBE + ["watch", "--json", "-i", "1", "--ready-file", str(ready), *args],
                     ready=ready, what="netprobe (baseline)", env=baseline_env())
+
+
+def config_netprobe_baseline(env, tmp):
+    return _netprobe_baseline([], tmp)
+
+
+def config_netprobe_latency_baseline(env, tmp):
+    return _netprobe_baseline(["--latency"], tmp)
 
 
 def unpack_baseline(ref: str, tmp: Path) -> Path:
@@ -286,7 +294,8 @@ CONFIGS = {"none": config_none, "empty_programs": config_floor, "netprobe": conf
            "netprobe_latency": config_netprobe_latency,
            "netprobe_latency_sample100": config_netprobe_latency_sample100,
            "bpftrace_hop": config_bpftrace_hop,
-           "netprobe_baseline": config_netprobe_baseline}
+           "netprobe_baseline": config_netprobe_baseline,
+           "netprobe_latency_baseline": config_netprobe_latency_baseline}
 # netprobe as another kernel would run it: the report gives the targets for it too
 VARIANTS = {"netprobe_raw_tp": "netprobe --prefer raw_tracepoint (kernels without tp_btf)"}
 
@@ -448,7 +457,7 @@ def main():
     ap.add_argument("--secs", type=float, default=float(os.environ.get("SECS") or 2))
     ap.add_argument("--envs", default=os.environ.get("ENVS") or "loopback,veth")
     ap.add_argument("--configs", default=os.environ.get("CONFIGS") or ",".join(
-        c for c in CONFIGS if c != "netprobe_baseline"))
+        c for c in CONFIGS if not c.endswith("_baseline")))
     ap.add_argument("--workloads", default=os.environ.get("WORKLOADS") or ",".join(WORKLOADS))
     ap.add_argument("--out", default=str(HERE / "results"))
     ap.add_argument("--baseline", metavar="REF", default=os.environ.get("BASELINE") or None,
@@ -481,8 +490,9 @@ def main():
     if args.baseline and "netprobe_baseline" not in configs:
         configs.insert(configs.index("netprobe") + 1 if "netprobe" in configs else 1,
                        "netprobe_baseline")
-    if "netprobe_baseline" in configs and not args.baseline:
-        sys.exit("bench: netprobe_baseline needs --baseline REF (make bench BASELINE=REF)")
+    for c in configs:
+        if c.endswith("_baseline") and not args.baseline:
+            sys.exit(f"bench: {c} needs --baseline REF (make bench BASELINE=REF)")
     tmp = Path(tempfile.mkdtemp(prefix="npbench."))
     if args.baseline:
         BASELINE["tree"] = unpack_baseline(args.baseline, tmp)
@@ -522,6 +532,7 @@ def main():
                                                            "netprobe_port_filter",
                                                            "netprobe_raw_tp", "trace_no_match",
                                                            "trace_one_flow", "netprobe_latency",
+                                                           "netprobe_latency_baseline",
                                                            "netprobe_latency_sample100",
                                                            "bpftrace_hop") if c in configs]),
                  "drop_ns": drop_cost(loadgen, first, tmp, configs)}
