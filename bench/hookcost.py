@@ -1,7 +1,8 @@
 """Per-hook cost of each mechanism netprobe can take at the function stages, on this kernel:
 the default (fentry where the kernel takes it), --prefer kprobe and --prefer tp_btf, from
 kernel.bpf_stats_enabled (run_time_ns / run_cnt of each program) while 64-byte UDP floods
-loopback. For the lab guests, which have kprobes and fentry (the CI host has neither):
+loopback; and, with bpf_stats off, the flood's rate under each against no probe (the pps
+ratio, and datagrams per CPU-second of the flood). For the lab guests, which have kprobes and fentry (the CI host has neither):
 
     gcc -static -O2 -o .cache/loadgen-static bench/loadgen.c   # the guest has no compiler
     LAB_KERNEL=6.1 lab/qemu/run.sh -- python3 bench/hookcost.py --loadgen .cache/loadgen-static
@@ -29,15 +30,21 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--loadgen", required=True)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--secs", type=float, default=3.0, help="each rate measurement")
     ap.add_argument("--out", default="")
     args = ap.parse_args()
     for name, extra in MECHS.items():
         bench.CONFIGS[f"np_{name}"] = (lambda extra: lambda env, tmp: bench._netprobe(extra, tmp))(extra)
     env = {"server": "127.0.0.1", "server_ns": None, "client_ns": None}
     runs: dict[str, dict[str, list]] = {}
+    rates: dict[str, list[dict]] = {}
+    loadgen = str(Path(args.loadgen).resolve())
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.rounds):
-            got = bench.per_hook_cost(str(Path(args.loadgen).resolve()), env, Path(tmp),
+            for cname in ["none"] + [f"np_{m}" for m in MECHS]:
+                with bench.CONFIGS[cname](env, Path(tmp)):
+                    rates.setdefault(cname, []).append(bench.udp_pps(loadgen, env, args.secs))
+            got = bench.per_hook_cost(loadgen, env, Path(tmp),
                                       [f"np_{m}" for m in MECHS])
             for cname, hooks in got.items():
                 for hook, v in hooks.items():
@@ -46,7 +53,16 @@ def main() -> None:
                       "runs_per_round": int(statistics.median(v["runs"] for v in vs)),
                       "program": vs[0]["program"]}
                   for h, vs in sorted(hooks.items())} for c, hooks in runs.items()}
-    print(json.dumps(report, indent=2))
+    none = statistics.median(r["value"] for r in rates["none"])
+    none_cpu = statistics.median(r["per_cpu_s"] for r in rates["none"])
+    rate_report = {c: {"pps": statistics.median(r["value"] for r in rs),
+                           "ratio": statistics.median(r["value"] for r in rs) / none,
+                           "per_cpu_s_ratio": statistics.median(r["per_cpu_s"] for r in rs) / none_cpu}
+                       for c, rs in rates.items()}
+    print(json.dumps({"per_hook": report, "rates": rate_report}, indent=2))
+    for c, r in rate_report.items():
+        print(f"{c:<12} {r['pps']:>10,.0f} pkt/s  ratio {r['ratio']:.2f}  "
+              f"per CPU-s {r['per_cpu_s_ratio']:.2f}")
     hooks = sorted({h for r in report.values() for h in r})
     print(f"{'hook':<20}" + "".join(f"{c:>26}" for c in report))
     for h in hooks:
@@ -56,7 +72,7 @@ def main() -> None:
             cells.append(f"{v['ns_per_run']:>8.0f} ns {v['program'][:15]:>15}" if v else f"{'-':>26}")
         print(f"{h:<20}" + "".join(cells))
     if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=2))
+        Path(args.out).write_text(json.dumps({"per_hook": report, "rates": rate_report}, indent=2))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,6 +66,8 @@ def run(session, pair, where, count, proto):
                                    client_ns=client_ns)
         if server_t:
             server_t.join(5)
+    # the flow's last packets (a TCP close's ACKs) land before both reads, which are not one
+    time.sleep(0.5)
     after, la = session.read(), session.read_latency()
     hops = {k: h for k, h in hop_deltas(la.hops, lb.hops).items() if (k.netns, k.ifindex) in ids}
     rows = []
