@@ -159,7 +159,7 @@ def test_ebpf_prints_the_program(bpf_ok):
     assert r.returncode == 0, r.stderr
     # hooks.h writes the programs once for every feature; counting expands them unprefixed
     assert "-DNP_FILTER_PROTO=6" in r.stdout and "int P##driver_xmit__raw_tp" in r.stdout
-    assert "NP_TX_HOOKS(, NP_COUNT_ON_SKB" in r.stdout
+    assert "NP_TX_HOOKS(, NP_HOOK_ON_SKB" in r.stdout
 
 
 CAP_NUMBERS = {"net_admin": 12, "sys_ptrace": 19, "sys_admin": 21, "syslog": 34, "perfmon": 38,

@@ -135,7 +135,7 @@ def test_ebpf_prints_the_generated_program(bpf_ok):
     assert r.returncode == 0
     # hooks.h's macros make the hooks' programs: NP_TX_HOOKS(, ...) makes driver_xmit__raw_tp
     assert "-DNP_FILTER_PORT=20480" in r.stdout and "P##driver_xmit__raw_tp(" in r.stdout
-    assert "NP_TX_HOOKS(, NP_COUNT_ON_SKB" in r.stdout
+    assert "NP_TX_HOOKS(, NP_HOOK_ON_SKB" in r.stdout
     assert "trace__" not in r.stdout and "lat__" not in r.stdout
 
 
