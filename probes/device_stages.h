@@ -12,44 +12,36 @@
 
 #ifdef NP_TIMED
 #include "latency.h"
-
 /* the skb's L3 header for latency's sample hash: the filter's view has it already */
 #ifdef NP_FILTERED
 #define NP_VIEW_L3(v, skb, l3_at) ((v).l3)
 #else
 #define NP_VIEW_L3(v, skb, l3_at) NP_LAT_L3(NP_PROBE, skb, l3_at)
 #endif
+/* time a counted skb (`id`: np_count_dev's identity; ifindex 0: no device yet) */
+#define NP_HOOK_TIME(addr, l3, id, stage)                                  \
+    do {                                                                   \
+        if ((u32)(id))                                                     \
+            np_lat_at(addr, l3, (id) >> 32, (u32)(id), stage);             \
+    } while (0)
+#else
+#define NP_HOOK_TIME(addr, l3, id, stage) ((void)(id))
+#endif
 
 static __always_inline int np_hook_skb(void *skb, void *dev, int own_dev, int l3_at, u32 stage)
 {
     struct np_skb_view v = {};
     u64 id = np_count_skb(skb, dev, own_dev, l3_at, stage, &v);
-    if ((u32)id)
-        np_lat_at((u64)skb, NP_VIEW_L3(v, skb, l3_at), id >> 32, (u32)id, stage);
+    NP_HOOK_TIME((u64)skb, NP_VIEW_L3(v, skb, l3_at), id, stage);
     return 0;
 }
 
 static __always_inline int np_hook_typed(void *skb, void *dev, int l3_at, u32 stage)
 {
     u64 id = np_count_typed(skb, dev, l3_at, stage);
-    if ((u32)id) /* no device (yet): ifindex 0 */
-        np_lat_at((u64)np_untyped(skb), NP_LAT_L3(NP_LOAD, skb, l3_at), id >> 32, (u32)id, stage);
+    NP_HOOK_TIME((u64)np_untyped(skb), NP_LAT_L3(NP_LOAD, skb, l3_at), id, stage);
     return 0;
 }
-#else
-static __always_inline int np_hook_skb(void *skb, void *dev, int own_dev, int l3_at, u32 stage)
-{
-    struct np_skb_view v = {};
-    np_count_skb(skb, dev, own_dev, l3_at, stage, &v);
-    return 0;
-}
-
-static __always_inline int np_hook_typed(void *skb, void *dev, int l3_at, u32 stage)
-{
-    np_count_typed(skb, dev, l3_at, stage);
-    return 0;
-}
-#endif
 
 #define NP_HOOK_ON_SKB(ctx, skb, dev, l3_at, stage) np_hook_skb(skb, NULL, 1, l3_at, stage)
 #define NP_HOOK_ON_SKB_DEV(ctx, skb, dev, l3_at, stage) np_hook_skb(skb, dev, 0, l3_at, stage)
