@@ -53,3 +53,13 @@ FIELD(TASK_COMM,       task_struct, comm, 16)
  * that byte>. offsetof() cannot take a bitfield, so the headers fallback has none of them: a
  * probe reading one checks #ifdef BIT_<id> and says when it could not. */
 BITFIELD(SKB_CLONED,     sk_buff,     cloned)
+
+/* Kernel struct types a probe casts a packet header's address to, BTF_STRUCT(id, struct):
+ * BTF gives -DBTF_<id>=<its type id>. And the kfuncs a probe may call, KFUNC(id, function):
+ * -DKFUNC_<id>=<the function's BTF id>, given only when this kernel has it, so a probe checks
+ * #ifdef KFUNC_<id> and does without (probes/packet.h). The loader turns each call to that
+ * number into a kfunc call (kernel/kfuncs.py): BCC writes it as a helper call. */
+BTF_STRUCT(IPHDR,        iphdr)
+BTF_STRUCT(IPV6HDR,      ipv6hdr)
+BTF_STRUCT(UDPHDR,       udphdr)
+KFUNC(RDONLY_CAST,       bpf_rdonly_cast)

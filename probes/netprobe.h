@@ -21,11 +21,15 @@
 #include <linux/device.h>
 #define FIELD(id, s, path, size) OFF_##id = __builtin_offsetof(struct s, path),
 #define BITFIELD(id, s, member)
+#define BTF_STRUCT(id, s)
+#define KFUNC(id, fn)
 enum np_field_offsets {
 #include "fields.h"
 };
 #undef FIELD
 #undef BITFIELD
+#undef BTF_STRUCT
+#undef KFUNC
 #endif
 
 

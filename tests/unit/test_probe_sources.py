@@ -10,7 +10,8 @@ from netprobe.model.programsets import ALL
 from netprobe.kernel.attach import stages_of
 
 PROBES = probes_dir()
-HEADERS = ("netprobe.h", "flow_filter.h", "hooks.h", "count.h", "drops.h")
+HEADERS = ("netprobe.h", "flow_filter.h", "hooks.h", "count.h", "drops.h", "packet.h",
+           "latency.h", "device_stages.h")
 C = "".join((PROBES / n).read_text() for n in (*HEADERS, *SOURCES))
 
 
@@ -51,3 +52,10 @@ def test_no_kernel_headers_outside_the_fallback():
     # a header-free program compiles ~10x faster; only NP_USE_HEADERS (no BTF) may include them
     body = re.sub(r"#ifdef NP_USE_HEADERS.*?#endif", "", C, flags=re.S)
     assert re.findall(r"#include <(linux|net)/", body) == []
+
+
+def test_every_header_struct_cast_to_is_declared_and_every_declared_is_used():
+    # NP_HDR(type, p, STRUCT, base, off) casts to BTF_<STRUCT>, which fields.h's BTF_STRUCT names
+    declared = set(re.findall(r"^BTF_STRUCT\(\s*(\w+)", (PROBES / "fields.h").read_text(), re.M))
+    used = set(re.findall(r"NP_HDR\(\w+, \w+, (\w+),", C)) - {"STRUCT"}  # packet.h's own doc
+    assert used and used == declared

@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import bpfsys, progcache
+from . import bpfsys, kfuncs, progcache
 from .bpfmaps import map_info
 from ..errors import NetprobeError, one_line
 
@@ -271,24 +271,21 @@ def _compile_and_load(request: dict) -> tuple[dict, list[int]]:
     fd_names = {fds[m["fd"]]: name for name, m in maps.items()}
     if request.get("cache"):
         try:
-            answer["cache"] = progcache.to_dict(_cache_entry(b, lib, maps, fds, request["progs"]))
+            answer["cache"] = progcache.to_dict(_cache_entry(b, lib, maps, fds, request["progs"],
+                                                            request["cflags"]))
         except Exception as e:  # Uncacheable, or BCC's bare Exception from dump_func
             answer["cache"] = {"error": one_line(e)}
     progs = {}
     for p in request["progs"]:
         try:
+            insns = _insns(b, p["fn"], request["cflags"])
             if p.get("late"):
-                insns = b.dump_func(p["fn"])
                 progs[p["key"]] = {"late": {"insns": insns.hex(),
                                             "refs": progcache.map_refs(insns, fd_names)}}
                 continue
-            if p["type"] == bpfsys.BPF_PROG_TYPE_TRACING:
-                fd = bpfsys.load_program(b.dump_func(p["fn"]), p["fn"], p["type"],
-                                         p["attach_type"], p["btf_id"])
-            else:
-                # a refusal's verifier log goes to stderr too; its last line is in the answer
-                with stderr_captured():
-                    fd = b.load_func(p["fn"], p["type"], None, p["attach_type"]).fd
+            # loaded as a cache entry's are: BCC 0.26 loads neither tp_btf programs nor kfunc calls
+            fd = bpfsys.load_program(insns, p["fn"], p["type"], max(p["attach_type"], 0),
+                                     p["btf_id"], answer["license"], answer["kern_version"])
         except OSError as e:
             progs[p["key"]] = {"error": e.strerror or str(e)}
             continue
@@ -301,7 +298,13 @@ def _compile_and_load(request: dict) -> tuple[dict, list[int]]:
     return answer, fds
 
 
-def _cache_entry(b, lib, maps: dict, fds: list[int], progs: list[dict]) -> progcache.Entry:
+def _insns(b, fn: str, cflags: list[str]) -> bytes:
+    """BCC's instructions for program `fn`, its kfunc calls made such (kfuncs.py)"""
+    return kfuncs.resolve(b.dump_func(fn), kfuncs.ids(cflags))
+
+
+def _cache_entry(b, lib, maps: dict, fds: list[int], progs: list[dict],
+                 cflags: list[str]) -> progcache.Entry:
     """What a later start needs to do without BCC: each map as the kernel was asked to create
     it, and each program's instructions with the places that hold a map's fd."""
     defs, fd_names = [], {}
@@ -315,7 +318,7 @@ def _cache_entry(b, lib, maps: dict, fds: list[int], progs: list[dict]) -> progc
                             lib.bpf_module_kern_version(b.module), defs)
     for p in progs:
         if p["fn"] not in entry.progs:
-            insns = b.dump_func(p["fn"])
+            insns = _insns(b, p["fn"], cflags)
             entry.progs[p["fn"]] = progcache.ProgDef(insns, progcache.map_refs(insns, fd_names))
     return entry
 

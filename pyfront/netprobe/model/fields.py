@@ -1,4 +1,5 @@
-"""Kernel field offsets for the probes: the list is probes/fields.h, the values come from BTF."""
+"""Kernel field offsets for the probes, and the struct type ids and kfuncs they use: the list is
+probes/fields.h, the values come from BTF."""
 from __future__ import annotations
 
 import re
@@ -10,6 +11,12 @@ from ..errors import NetprobeError
 
 _FIELD = re.compile(r"^FIELD\(\s*(\w+)\s*,\s*(\w+)\s*,\s*([\w.]+)\s*,\s*(\d+)\s*\)", re.M)
 _BITFIELD = re.compile(r"^BITFIELD\(\s*(\w+)\s*,\s*(\w+)\s*,\s*(\w+)\s*\)", re.M)
+_BTF_STRUCT = re.compile(r"^BTF_STRUCT\(\s*(\w+)\s*,\s*(\w+)\s*\)", re.M)
+_KFUNC = re.compile(r"^KFUNC\(\s*(\w+)\s*,\s*(\w+)\s*\)", re.M)
+# A kfunc is called by its BTF id where BCC writes a helper's number (kernel/kfuncs.py): an id
+# this low could be taken for a helper's, so such a kfunc is treated as missing. vmlinux's
+# function ids are in the tens of thousands; helpers number ~210 on 6.18.
+MIN_KFUNC_ID = 4096
 
 
 @dataclass(frozen=True)
@@ -46,3 +53,23 @@ def offset_cflags(specs: list[FieldSpec], btf: BTF) -> list[str]:
 
 def load_specs(probes: Path) -> list[FieldSpec]:
     return parse_fields_h((probes / "fields.h").read_text())
+
+
+def type_cflags(text: str, btf: BTF) -> list[str]:
+    """-DBTF_<id>=<type id> for every BTF_STRUCT of fields.h's text, and -DKFUNC_<id>=<function
+    id> for every KFUNC this kernel has (a probe does without the others)."""
+    flags = []
+    for m in _BTF_STRUCT.finditer(text):
+        try:
+            flags.append(f"-DBTF_{m[1]}={btf.struct_id(m[2])}")
+        except BTFError as e:
+            raise NetprobeError(f"reading kernel types from BTF: {e}") from None
+    for m in _KFUNC.finditer(text):
+        fid = btf.func_id(m[2])
+        if fid is not None and fid >= MIN_KFUNC_ID:
+            flags.append(f"-DKFUNC_{m[1]}={fid}")
+    return flags
+
+
+def load_type_cflags(probes: Path, btf: BTF) -> list[str]:
+    return type_cflags((probes / "fields.h").read_text(), btf)
