@@ -18,11 +18,14 @@
 #else
 #define NP_VIEW_L3(v, skb, l3_at) NP_LAT_L3(NP_PROBE, skb, l3_at)
 #endif
-/* time a counted skb (`id`: np_count_dev's identity; ifindex 0: no device yet) */
+/* time a counted skb (`id`: np_count_dev's identity; ifindex 0: no device yet) of a followed
+ * flow. A flow not sampled is let go before anything else: its hash reads the packet's
+ * headers, which are where the flow filter finds them at every stage; `addr` (from a typed
+ * pointer, a map lookup) and the in-flight lookup (~40 ns) are for followed flows only. */
 #define NP_HOOK_TIME(addr, l3, id, stage)                                  \
     do {                                                                   \
-        if ((u32)(id))                                                     \
-            np_lat_at(addr, l3, (id) >> 32, (u32)(id), stage);             \
+        if ((u32)(id) && np_lat_sampled(l3))                               \
+            np_lat_at(addr, (id) >> 32, (u32)(id), stage);                 \
     } while (0)
 #else
 #define NP_HOOK_TIME(addr, l3, id, stage) ((void)(id))

@@ -5,7 +5,9 @@ import pytest
 
 from netprobe.model.catalogue import KPROBE, RAW_TRACEPOINT
 from netprobe.model.flowfilter import FlowFilter
-from netprobe.kernel.facts import Kernel
+from netprobe.kernel.facts import Kernel, kernel_version
+from netprobe.model import fields
+from netprobe.paths import probes_dir
 from netprobe.model.latency import hop_deltas, path_deltas
 from netprobe.model.programsets import COUNTING, LATENCY
 from netprobe.kernel.session import ProbeSession
@@ -114,7 +116,24 @@ def test_hop_counts_equal_the_counts_at_their_destination_and_medians_add_up(lat
         assert e2e / 2 <= chain <= e2e * 2, (chain, e2e)
 
 
-def test_sampling_follows_whole_flows_and_leaves_the_counts_exact(bpf_ok):
+@pytest.fixture(params=["kfunc", "probe_read"])
+def header_reads(request, monkeypatch):
+    """Both ways the probes read a packet's headers (probes/packet.h): cast by the
+    bpf_rdonly_cast kfunc, which this kernel has, and copied by bpf_probe_read_kernel, as on
+    6.1, which has not"""
+    has = "-DKFUNC_RDONLY_CAST=" in " ".join(fields.load_type_cflags(probes_dir(), Kernel().btf))
+    if request.param == "kfunc":
+        if kernel_version() < (6, 2):
+            pytest.skip("bpf_rdonly_cast came with 6.2: probe_read is this kernel's way")
+        assert has, "this kernel's BTF has bpf_rdonly_cast (6.2+)"
+    else:
+        real = fields.load_type_cflags
+        monkeypatch.setattr(fields, "load_type_cflags", lambda probes, btf: [
+            f for f in real(probes, btf) if not f.startswith("-DKFUNC_")])
+    return request.param
+
+
+def test_sampling_follows_whole_flows_and_leaves_the_counts_exact(bpf_ok, header_reads):
     with ProbeSession(sets=(COUNTING, LATENCY), sample=2) as s, VethPair.create() as pair:
         linked([s], pair.a.path, pair.b.path)
         lo = dev(s, pair.a.ns, "lo")
