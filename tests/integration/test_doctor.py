@@ -5,7 +5,7 @@ import sys
 import time
 from pathlib import Path
 
-from netprobe.kernel.facts import Kernel
+from netprobe.kernel.facts import Kernel, kernel_version
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -93,3 +93,13 @@ def test_doctor_says_whether_fentry_works_and_why_not(bpf_ok):
     text = subprocess.run([sys.executable, "-m", "netprobe", "doctor"], capture_output=True,
                           text=True, env=env, timeout=120).stdout
     assert "passed over (better mechanisms first)\n  fentry: the kernel refused" in text
+
+
+def test_doctor_says_how_packet_headers_are_read(bpf_ok):
+    # in place by the bpf_rdonly_cast kfunc from 6.2 (a trial load proves it), else copied
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "pyfront"))
+    r = subprocess.run([sys.executable, "-m", "netprobe", "doctor", "--json"], capture_output=True,
+                       text=True, env=env, timeout=120)
+    reads = {f["name"]: f for f in json.loads(r.stdout)["facts"]}["header reads"]
+    want = "in place" if kernel_version() >= (6, 2) else "copied"
+    assert reads["ok"] and reads["detail"].startswith(want), reads

@@ -7,7 +7,6 @@ from netprobe.model.catalogue import KPROBE, RAW_TRACEPOINT
 from netprobe.model.flowfilter import FlowFilter
 from netprobe.kernel.facts import Kernel, kernel_version
 from netprobe.model import fields
-from netprobe.paths import probes_dir
 from netprobe.model.latency import hop_deltas, path_deltas
 from netprobe.model.programsets import COUNTING, LATENCY
 from netprobe.kernel.session import ProbeSession
@@ -121,15 +120,15 @@ def header_reads(request, monkeypatch):
     """Both ways the probes read a packet's headers (probes/packet.h): cast by the
     bpf_rdonly_cast kfunc, which this kernel has, and copied by bpf_probe_read_kernel, as on
     6.1, which has not"""
-    has = "-DKFUNC_RDONLY_CAST=" in " ".join(fields.load_type_cflags(probes_dir(), Kernel().btf))
     if request.param == "kfunc":
         if kernel_version() < (6, 2):
             pytest.skip("bpf_rdonly_cast came with 6.2: probe_read is this kernel's way")
-        assert has, "this kernel's BTF has bpf_rdonly_cast (6.2+)"
+        kernel = Kernel()
+        assert kernel.header_casts, kernel.refused
     else:
         real = fields.load_type_cflags
-        monkeypatch.setattr(fields, "load_type_cflags", lambda probes, btf: [
-            f for f in real(probes, btf) if not f.startswith("-DKFUNC_")])
+        monkeypatch.setattr(fields, "load_type_cflags",
+                            lambda probes, btf, kfuncs=True: real(probes, btf, kfuncs=False))
     return request.param
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from ..kernel import bpfsys
 from ..model.catalogue import BY_NAME, FENTRY, KPROBE, NETFILTER, RAW_TRACEPOINT, STAGES, TP_BTF
 from ..errors import NetprobeError, one_line
-from ..kernel.facts import Kernel, headers_release, kernel_version, tracefs
+from ..kernel.facts import HEADER_CASTS, Kernel, headers_release, kernel_version, tracefs
 from ..model.plan import choose
 
 # tiny programs, one per mechanism; each is attached once and detached at once
@@ -136,6 +136,12 @@ def run_doctor(as_json: bool = False) -> int:
     layouts = kernel.layouts()
     facts.append(Check("struct layouts", layouts.trusted,
                        f"from {layouts.source}" if layouts.trusted else "cannot be trusted"))
+    if root and arch_ok:
+        # how the probes read a packet's headers (the flow filter, --sample): not an attach
+        # mechanism, and both ways work; in place is cheaper
+        facts.append(Check("header reads", True, "in place (bpf_rdonly_cast kfunc)"
+                           if kernel.header_casts else "copied (bpf_probe_read_kernel): "
+                           + kernel.refused.get(HEADER_CASTS, "")))
     tf = tracefs()
     facts.append(Check("tracefs", tf is not None, str(tf) if tf else
                        "not mounted: mount -t tracefs tracefs /sys/kernel/tracing" if root else

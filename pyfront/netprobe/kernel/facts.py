@@ -9,6 +9,7 @@ import errno
 import os
 import platform
 import re
+import struct
 import subprocess
 from dataclasses import dataclass
 from functools import cached_property
@@ -19,6 +20,9 @@ from ..model import btf as btfmod
 from ..model.catalogue import FENTRY, KPROBE, NETFILTER, RAW_TRACEPOINT, TP_BTF
 from ..errors import NetprobeError
 from ..model.kallsyms import Kallsyms
+
+# refused[] key for header_casts (not an attach mechanism: how the probes read packet headers)
+HEADER_CASTS = "header casts"
 
 TRACEFS_CANDIDATES = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
 KPROBE_PMU = Path("/sys/bus/event_source/devices/kprobe")
@@ -181,6 +185,34 @@ class Kernel:
             self.refused[FENTRY] = (f"the kernel refused an empty fentry program on {target}() "
                                     f"({errno.errorcode.get(e.errno, e.errno)}: "
                                     f"{(e.strerror or '').split(' / ')[0]})")
+            return False
+        return True
+
+    @cached_property
+    def header_casts(self) -> bool:
+        """Whether probes/packet.h may read packet headers in place, by the bpf_rdonly_cast
+        kfunc (6.2+), rather than copy them; why not is in refused[HEADER_CASTS]. The kfunc
+        needs BTF and a JIT; a trial load of a call to it says whether this kernel takes it."""
+        fid = self.btf.func_id("bpf_rdonly_cast") if self.btf else None
+        if fid is None:
+            self.refused[HEADER_CASTS] = ("no bpf_rdonly_cast kfunc (6.2+)" if self.btf
+                                          else "needs the kernel's BTF (/sys/kernel/btf/vmlinux)")
+            return False
+        try:
+            sid = self.btf.struct_id("iphdr")
+        except btfmod.BTFError:
+            self.refused[HEADER_CASTS] = "no struct iphdr in BTF"
+            return False
+        # r1 = 0; r2 = <iphdr>; r0 = bpf_rdonly_cast(r1, r2) as a kfunc call; r0 = 0; exit
+        insns = b"".join(struct.pack("<BBhi", *i) for i in (
+            (0xb7, 1, 0, 0), (0xb7, 2, 0, sid), (0x85, 2 << 4, 0, fid), (0xb7, 0, 0, 0),
+            (0x95, 0, 0, 0)))
+        try:
+            os.close(bpfsys.load_program(insns, "np_trial", bpfsys.BPF_PROG_TYPE_RAW_TRACEPOINT))
+        except OSError as e:
+            self.refused[HEADER_CASTS] = (f"the kernel refused a call to bpf_rdonly_cast "
+                                          f"({errno.errorcode.get(e.errno, e.errno)}: "
+                                          f"{(e.strerror or '').split(' / ')[0]})")
             return False
         return True
 

@@ -44,7 +44,7 @@ def build(kernel: Kernel, flow: FlowFilter, sets: Sequence[ProgramSet] = COUNTIN
         cflags.append(f"-DNP_LAT_SAMPLE={sample}")
     if kernel.btf is not None:
         cflags += fields.offset_cflags(fields.load_specs(probes), kernel.btf)
-        cflags += fields.load_type_cflags(probes, kernel.btf)
+        cflags += fields.load_type_cflags(probes, kernel.btf, kfuncs=kernel.header_casts)
         layout = "BTF"
     else:
         cflags.append("-DNP_USE_HEADERS")

@@ -55,21 +55,22 @@ def load_specs(probes: Path) -> list[FieldSpec]:
     return parse_fields_h((probes / "fields.h").read_text())
 
 
-def type_cflags(text: str, btf: BTF) -> list[str]:
+def type_cflags(text: str, btf: BTF, kfuncs: bool = True) -> list[str]:
     """-DBTF_<id>=<type id> for every BTF_STRUCT of fields.h's text, and -DKFUNC_<id>=<function
-    id> for every KFUNC this kernel has (a probe does without the others)."""
+    id> for every KFUNC this kernel has (a probe does without the others; without all of them
+    when `kfuncs` is false: the kernel refused a call to one)."""
     flags = []
     for m in _BTF_STRUCT.finditer(text):
         try:
             flags.append(f"-DBTF_{m[1]}={btf.struct_id(m[2])}")
         except BTFError as e:
             raise NetprobeError(f"reading kernel types from BTF: {e}") from None
-    for m in _KFUNC.finditer(text):
+    for m in _KFUNC.finditer(text) if kfuncs else ():
         fid = btf.func_id(m[2])
         if fid is not None and fid >= MIN_KFUNC_ID:
             flags.append(f"-DKFUNC_{m[1]}={fid}")
     return flags
 
 
-def load_type_cflags(probes: Path, btf: BTF) -> list[str]:
-    return type_cflags((probes / "fields.h").read_text(), btf)
+def load_type_cflags(probes: Path, btf: BTF, kfuncs: bool = True) -> list[str]:
+    return type_cflags((probes / "fields.h").read_text(), btf, kfuncs)
