@@ -21,6 +21,12 @@ from ..model.catalogue import FENTRY, KPROBE, NETFILTER, RAW_TRACEPOINT, TP_BTF
 from ..errors import NetprobeError
 from ..model.kallsyms import Kallsyms
 
+def _refusal(what: str, e: OSError) -> str:
+    """A trial load's refusal in a few words: the errno's name and the verifier's first"""
+    return (f"the kernel refused {what} ({errno.errorcode.get(e.errno, e.errno)}: "
+            f"{(e.strerror or '').split(' / ')[0]})")
+
+
 # refused[] key for header_casts (not an attach mechanism: how the probes read packet headers)
 HEADER_CASTS = "header casts"
 
@@ -182,9 +188,7 @@ class Kernel:
             finally:
                 os.close(prog)
         except OSError as e:
-            self.refused[FENTRY] = (f"the kernel refused an empty fentry program on {target}() "
-                                    f"({errno.errorcode.get(e.errno, e.errno)}: "
-                                    f"{(e.strerror or '').split(' / ')[0]})")
+            self.refused[FENTRY] = _refusal(f"an empty fentry program on {target}()", e)
             return False
         return True
 
@@ -210,9 +214,7 @@ class Kernel:
         try:
             os.close(bpfsys.load_program(insns, "np_trial", bpfsys.BPF_PROG_TYPE_RAW_TRACEPOINT))
         except OSError as e:
-            self.refused[HEADER_CASTS] = (f"the kernel refused a call to bpf_rdonly_cast "
-                                          f"({errno.errorcode.get(e.errno, e.errno)}: "
-                                          f"{(e.strerror or '').split(' / ')[0]})")
+            self.refused[HEADER_CASTS] = _refusal("a call to bpf_rdonly_cast", e)
             return False
         return True
 
