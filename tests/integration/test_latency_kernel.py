@@ -132,8 +132,18 @@ def header_reads(request, monkeypatch):
     return request.param
 
 
-def test_sampling_follows_whole_flows_and_leaves_the_counts_exact(bpf_ok, header_reads):
-    with ProbeSession(sets=(COUNTING, LATENCY), sample=2) as s, VethPair.create() as pair:
+# the untyped programs too, which read the skb by bpf_probe_read_kernel and then its headers
+# either way: kprobes where the kernel has them, else plain raw tracepoints
+UNTYPED = KPROBE if KPROBE in Kernel().mechanisms else RAW_TRACEPOINT
+
+
+@pytest.mark.parametrize("mechanism", [None, UNTYPED])
+def test_sampling_follows_whole_flows_and_leaves_the_counts_exact(bpf_ok, header_reads, mechanism):
+    prefer = (mechanism,) if mechanism else ()
+    with ProbeSession(sets=(COUNTING, LATENCY), sample=2, prefer=prefer) as s, \
+            VethPair.create() as pair:
+        if mechanism:
+            assert s.states["driver_rx"].mechanism == mechanism
         linked([s], pair.a.path, pair.b.path)
         lo = dev(s, pair.a.ns, "lo")
         followed = []
