@@ -227,6 +227,10 @@ def config_netprobe_latency_baseline(env, tmp):
     return _netprobe_baseline(["--latency"], tmp)
 
 
+def config_netprobe_latency_sample100_baseline(env, tmp):
+    return _netprobe_baseline(["--latency", "--sample", "100"], tmp)
+
+
 def unpack_baseline(ref: str, tmp: Path) -> Path:
     dest = tmp / "baseline"
     dest.mkdir()
@@ -295,7 +299,8 @@ CONFIGS = {"none": config_none, "empty_programs": config_floor, "netprobe": conf
            "netprobe_latency_sample100": config_netprobe_latency_sample100,
            "bpftrace_hop": config_bpftrace_hop,
            "netprobe_baseline": config_netprobe_baseline,
-           "netprobe_latency_baseline": config_netprobe_latency_baseline}
+           "netprobe_latency_baseline": config_netprobe_latency_baseline,
+           "netprobe_latency_sample100_baseline": config_netprobe_latency_sample100_baseline}
 # netprobe as another kernel would run it: the report gives the targets for it too
 VARIANTS = {"netprobe_raw_tp": "netprobe --prefer raw_tracepoint (kernels without tp_btf)"}
 
@@ -533,6 +538,7 @@ def main():
                                                            "netprobe_raw_tp", "trace_no_match",
                                                            "trace_one_flow", "netprobe_latency",
                                                            "netprobe_latency_baseline",
+                                                           "netprobe_latency_sample100_baseline",
                                                            "netprobe_latency_sample100",
                                                            "bpftrace_hop") if c in configs]),
                  "drop_ns": drop_cost(loadgen, first, tmp, configs)}
