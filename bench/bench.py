@@ -231,6 +231,10 @@ def config_netprobe_latency_sample100_baseline(env, tmp):
     return _netprobe_baseline(["--latency", "--sample", "100"], tmp)
 
 
+def config_netprobe_port_filter_baseline(env, tmp):
+    return _netprobe_baseline(["--port", str(PORT)], tmp)
+
+
 def unpack_baseline(ref: str, tmp: Path) -> Path:
     dest = tmp / "baseline"
     dest.mkdir()
@@ -300,7 +304,8 @@ CONFIGS = {"none": config_none, "empty_programs": config_floor, "netprobe": conf
            "bpftrace_hop": config_bpftrace_hop,
            "netprobe_baseline": config_netprobe_baseline,
            "netprobe_latency_baseline": config_netprobe_latency_baseline,
-           "netprobe_latency_sample100_baseline": config_netprobe_latency_sample100_baseline}
+           "netprobe_latency_sample100_baseline": config_netprobe_latency_sample100_baseline,
+           "netprobe_port_filter_baseline": config_netprobe_port_filter_baseline}
 # netprobe as another kernel would run it: the report gives the targets for it too
 VARIANTS = {"netprobe_raw_tp": "netprobe --prefer raw_tracepoint (kernels without tp_btf)"}
 
@@ -535,6 +540,7 @@ def main():
                  "per_hook_ns": per_hook_cost(loadgen, first, tmp,
                                               [c for c in ("empty_programs", "netprobe",
                                                            "netprobe_port_filter",
+                                                           "netprobe_port_filter_baseline",
                                                            "netprobe_raw_tp", "trace_no_match",
                                                            "trace_one_flow", "netprobe_latency",
                                                            "netprobe_latency_baseline",

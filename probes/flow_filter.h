@@ -6,6 +6,8 @@
 #ifndef NP_FLOW_FILTER_H
 #define NP_FLOW_FILTER_H
 
+#include "packet.h"
+
 #define NP_AF_INET 2
 #define NP_AF_INET6 10
 #define NP_ETH_P_IP_RAW 0x0008   /* htons(0x0800) as read from memory */
@@ -90,6 +92,8 @@ static __always_inline int np_host6_ok(u32 *saddr, u32 *daddr)
  * few packets take; as a loop, by a third (-> 3520). */
 #define NP_IPV6_EXT_MAX 6
 #define NP_NEXTHDR_FRAGMENT 44
+/* a fragment header's offset field, as read from memory (the low 3 bits are flags) */
+#define NP_IP6_OFFSET_RAW 0xF8FFU
 
 /* one bit per extension header above: 0, 43, 44, 51, 60 */
 #define NP_IPV6_EXT_MASK ((1ULL << 0) | (1ULL << 43) | (1ULL << NP_NEXTHDR_FRAGMENT) | (1ULL << 51) | \
@@ -111,18 +115,20 @@ static __always_inline int np_ipv6_upper(void *l3, u8 *proto, int *later)
     for (int i = 0; i < NP_IPV6_EXT_MAX; i++) {
         if (!np_ipv6_ext(nexthdr))
             break;
-        u8 ext[4]; /* next header, length; in a fragment header, the fragment offset */
-        if (bpf_probe_read_kernel(ext, sizeof(ext), (char *)l3 + off))
+        /* next header and length (AH's as the others'); in a fragment header, its offset */
+        NP_HDRS(ext, (char *)l3 + off, 4, 4);
+        if (!NP_HDRS_GOT(ext))
             return -1;
+        u8 len = NP_HDR(u8, ext, IPV6_OPT_HDR, 0, 1);
         if (nexthdr == NP_NEXTHDR_FRAGMENT) {
-            *later = ext[2] != 0 || (ext[3] & 0xF8) != 0;
+            *later = (NP_HDR(u16, ext, FRAG_HDR, 0, 2) & NP_IP6_OFFSET_RAW) != 0;
             off += 8;
         } else if (nexthdr == 51) {
-            off += (ext[1] + 2) * 4;
+            off += (len + 2) * 4;
         } else {
-            off += (ext[1] + 1) * 8;
+            off += (len + 1) * 8;
         }
-        nexthdr = ext[0];
+        nexthdr = NP_HDR(u8, ext, IPV6_OPT_HDR, 0, 0);
     }
     if (np_ipv6_ext(nexthdr))
         return -1;
@@ -130,42 +136,59 @@ static __always_inline int np_ipv6_upper(void *l3, u8 *proto, int *later)
     return off;
 }
 
-/* A packet's L3 header at `l3`, of protocol `proto_raw` (skb->protocol as read). The header
- * and the ports after it (option-less IPv4, IPv6 without extension headers) come in one read;
- * piece by piece when that read fails, as the header alone may still be readable. A
- * non-first fragment has no ports: --port never matches it, as tcpdump's `port` matches only
- * first fragments; --proto and --host judge every fragment by its IP headers, as tcpdump's
- * `udp` and `host` do. */
+/* The ports of the TCP or UDP header at `l4` */
+#define NP_PORTS_AT(ports, l4)                              \
+    do {                                                    \
+        NP_HDRS(_l4, l4, 4, 4);                             \
+        (ports)[0] = NP_HDR(u16, _l4, UDPHDR, 0, 0);        \
+        (ports)[1] = NP_HDR(u16, _l4, UDPHDR, 0, 2);        \
+    } while (0)
+
+/* A packet's L3 header at `l3`, of protocol `proto_raw` (skb->protocol as read). Copied
+ * (packet.h), the header and the ports after it (option-less IPv4, IPv6 without extension
+ * headers) come in one read, and the header alone when that fails, as it may still be
+ * readable. A non-first fragment has no ports: --port never matches it, as tcpdump's `port`
+ * matches only first fragments; --proto and --host judge every fragment by its IP headers, as
+ * tcpdump's `udp` and `host` do. */
 static __always_inline int np_flow_match_l3(u16 proto_raw, void *l3)
 {
     u16 ports[2] = {};
     if (proto_raw == NP_ETH_P_IP_RAW) {
-        u32 hdr[(20 + NP_PORTS_LEN) / 4];
-        int whole = !bpf_probe_read_kernel(hdr, sizeof(hdr), l3);
-        if (!whole && (NP_PORTS_LEN == 0 || bpf_probe_read_kernel(hdr, 20, l3)))
+        NP_HDRS(ip, l3, 20 + NP_PORTS_LEN, 20);
+        if (!NP_HDRS_GOT(ip))
             return 0;
-        u8 proto = ((u8 *)hdr)[9];
-        if (!np_proto_ok(proto) || !np_host4_ok(hdr[3], hdr[4]))
+        u8 proto = NP_HDR(u8, ip, IPHDR, 0, 9);
+        if (!np_proto_ok(proto) ||
+            !np_host4_ok(NP_HDR(u32, ip, IPHDR, 0, 12), NP_HDR(u32, ip, IPHDR, 0, 16)))
             return 0;
 #ifdef NP_FILTER_PORT
-        if (((u16 *)hdr)[3] & NP_IP_OFFSET_RAW)
+        if (NP_HDR(u16, ip, IPHDR, 0, 6) & NP_IP_OFFSET_RAW)
             return 0;
-        u8 ihl = ((u8 *)hdr)[0] & 0xF;
-        if (whole && ihl == 5)
-            __builtin_memcpy(ports, &hdr[5], sizeof(ports));
-        else
-            bpf_probe_read_kernel(ports, sizeof(ports), (char *)l3 + ihl * 4);
+        u8 ihl = NP_HDR(u8, ip, IPHDR, 0, 0) & 0xF;
+        if (NP_HDRS_GOT(ip) == 2 && ihl == 5) {
+            ports[0] = NP_HDR(u16, ip, UDPHDR, 20, 0);
+            ports[1] = NP_HDR(u16, ip, UDPHDR, 20, 2);
+        } else {
+            NP_PORTS_AT(ports, (char *)l3 + ihl * 4);
+        }
 #endif
         return np_ports_ok(proto, ports[0], ports[1]);
     }
     if (proto_raw == NP_ETH_P_IPV6_RAW) {
-        u32 hdr[(40 + NP_PORTS_LEN) / 4];
-        int whole = !bpf_probe_read_kernel(hdr, sizeof(hdr), l3);
-        if (!whole && (NP_PORTS_LEN == 0 || bpf_probe_read_kernel(hdr, 40, l3)))
+        NP_HDRS(ip6, l3, 40 + NP_PORTS_LEN, 40);
+        if (!NP_HDRS_GOT(ip6))
             return 0;
-        if (!np_host6_ok(&hdr[2], &hdr[6]))
+#if defined(NP_FILTER_HOST6_0) || defined(NP_FILTER_HOST4)
+        u32 saddr[4], daddr[4];
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            saddr[i] = NP_HDR(u32, ip6, IPV6HDR, 0, 8 + 4 * i);
+            daddr[i] = NP_HDR(u32, ip6, IPV6HDR, 0, 24 + 4 * i);
+        }
+        if (!np_host6_ok(saddr, daddr))
             return 0;
-        u8 proto = ((u8 *)hdr)[6];
+#endif
+        u8 proto = NP_HDR(u8, ip6, IPV6HDR, 0, 6);
 #if defined(NP_FILTER_PROTO) || defined(NP_FILTER_PORT)
         int off = 40, later = 0;
         if (__builtin_expect(np_ipv6_ext(proto), 0)) {
@@ -179,10 +202,12 @@ static __always_inline int np_flow_match_l3(u16 proto_raw, void *l3)
 #ifdef NP_FILTER_PORT
         if (later)
             return 0;
-        if (whole && off == 40)
-            __builtin_memcpy(ports, &hdr[10], sizeof(ports));
-        else
-            bpf_probe_read_kernel(ports, sizeof(ports), (char *)l3 + off);
+        if (NP_HDRS_GOT(ip6) == 2 && off == 40) {
+            ports[0] = NP_HDR(u16, ip6, UDPHDR, 40, 0);
+            ports[1] = NP_HDR(u16, ip6, UDPHDR, 40, 2);
+        } else {
+            NP_PORTS_AT(ports, (char *)l3 + off);
+        }
 #endif
         return np_ports_ok(proto, ports[0], ports[1]);
     }

@@ -231,7 +231,7 @@ static __always_inline int np_lat_sampled(void *l3)
 {
 #if NP_LAT_SAMPLE > 1
     u32 h = 0;
-    NP_HDRS(p, l3, 44);
+    NP_HDRS(p, l3, 44, 44);
     u8 vihl = NP_HDR(u8, p, IPHDR, 0, 0);
     if (vihl >> 4 == 4) {
         u8 proto = NP_HDR(u8, p, IPHDR, 0, 9);

@@ -55,10 +55,22 @@ static __always_inline u32 np_slot_of(u64 addr)
 #define NP_L3_AT_NETWORK_HEADER 1
 
 /* A field at `off` of the struct at `base`, copied with bpf_probe_read_kernel: the accessor
- * for untyped pointers. NP_AT and NP_LOAD below are the other two; the field logic that
- * several accessors share takes the accessor as GET(type, base, offset). */
+ * for untyped pointers. NP_AT and NP_LOAD are the other two; the field logic that several
+ * accessors share takes the accessor as GET(type, base, offset). */
 #define NP_PROBE(type, base, off) \
     ({ type _p = 0; bpf_probe_read_kernel(&_p, sizeof(_p), (char *)(base) + (off)); _p; })
+
+/* A field at `off` of a span of a struct copied from offset `lo` */
+#define NP_AT(type, buf, lo, off) (*(type *)((char *)(buf) + (off) - (lo)))
+
+/* Where a hook's pointers are BTF-typed (a netfilter program's context, a BTF raw
+ * tracepoint's arguments), fields are plain loads that the verifier checks against the
+ * kernel's BTF: ~1 ns, where a bpf_probe_read_kernel costs ~30 (bpf_stats on this project's
+ * VM, whose CPU pays for SRSO's safe RET on every return inside the helper). The load is
+ * spelled as a typed memcpy: BCC would rewrite a plain dereference of a context-derived
+ * pointer into bpf_probe_read(), and the type keeps clang's copy one aligned load. */
+#define NP_LOAD(type, base, off) \
+    ({ type _v; __builtin_memcpy(&_v, (type *)((char *)(base) + (off)), sizeof(_v)); _v; })
 
 /* Where an skb's L3 header starts, its fields fetched by GET */
 #define NP_SKB_L3(GET, base, where)                                                    \
@@ -99,8 +111,6 @@ struct np_skb_view {
 #define NP_MAX(a, b) ((a) > (b) ? (a) : (b))
 #define NP_MIN4(a, b, c, d) NP_MIN(NP_MIN(a, b), NP_MIN(c, d))
 #define NP_MAX4(a, b, c, d) NP_MAX(NP_MAX(a, b), NP_MAX(c, d))
-/* A field at `off` of a span of a struct copied from offset `lo` */
-#define NP_AT(type, buf, lo, off) (*(type *)((char *)(buf) + (off) - (lo)))
 
 /* The span of struct sk_buff those fields lie in, from an 8-byte boundary (stack loads must
  * be aligned): dev and len, ~100 bytes; with the filter's fields, ~200 */
@@ -142,15 +152,6 @@ static __always_inline void np_skb_view(void *skb, int l3_at, struct np_skb_view
     NP_SKB_FIELDS(v, NP_PROBE, skb, l3_at);
 #endif
 }
-
-/* Where a hook's pointers are BTF-typed (a netfilter program's context, a BTF raw
- * tracepoint's arguments), fields are plain loads that the verifier checks against the
- * kernel's BTF: ~1 ns, where a bpf_probe_read_kernel costs ~30 (bpf_stats on this project's
- * VM, whose CPU pays for SRSO's safe RET on every return inside the helper). The load is
- * spelled as a typed memcpy: BCC would rewrite a plain dereference of a context-derived
- * pointer into bpf_probe_read(), and the type keeps clang's copy one aligned load. */
-#define NP_LOAD(type, base, off) \
-    ({ type _v; __builtin_memcpy(&_v, (type *)((char *)(base) + (off)), sizeof(_v)); _v; })
 
 /* A typed pointer may not take part in arithmetic (the slot index hashes the device's
  * address), so its bits pass through a per-CPU word: a store and a load. Storing a pointer

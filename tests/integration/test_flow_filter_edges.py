@@ -101,7 +101,8 @@ def first_fragment_ports6(port):
     ("ipv6", FlowFilter(proto="udp"), "ip6 and udp", 30),
     ("ipv6", FlowFilter(proto="udp", port=PORT), first_fragment_ports6(PORT), 10),
 ], ids=["ipv4-port", "ipv4-udp", "ipv6-port", "ipv6-udp", "ipv6-udp-port"])
-def test_fragments_are_counted_as_tcpdump_counts_them(bpf_ok, family, flt, pcap, expected):
+def test_fragments_are_counted_as_tcpdump_counts_them(bpf_ok, header_reads, family, flt, pcap,
+                                                     expected):
     with VethPair.create() as pair, ProbeSession(flow=flt) as s:
         pair.wait_up()
         linked([s], pair.a.path, pair.b.path)
@@ -156,7 +157,7 @@ def dual_stack_exchange(ns_path, port, rounds=20):
 # item 3: a dual-stack socket's addresses are v4-mapped; they are the IPv4 address they carry,
 # and so is a v4-mapped --host
 @pytest.mark.parametrize("host", ["127.0.0.1", "::ffff:127.0.0.1"])
-def test_ipv4_host_matches_a_dual_stack_sockets_sends(bpf_ok, veth, host):
+def test_ipv4_host_matches_a_dual_stack_sockets_sends(bpf_ok, header_reads, veth, host):
     with ProbeSession(flow=FlowFilter(host=host)) as s:
         linked([s], veth.a.path, veth.b.path)
         lo = dev(s, veth.a.ns, "lo")

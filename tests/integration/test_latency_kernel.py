@@ -5,8 +5,7 @@ import pytest
 
 from netprobe.model.catalogue import KPROBE, RAW_TRACEPOINT
 from netprobe.model.flowfilter import FlowFilter
-from netprobe.kernel.facts import Kernel, kernel_version
-from netprobe.model import fields
+from netprobe.kernel.facts import Kernel
 from netprobe.model.latency import hop_deltas, path_deltas
 from netprobe.model.programsets import COUNTING, LATENCY
 from netprobe.kernel.session import ProbeSession
@@ -113,23 +112,6 @@ def test_hop_counts_equal_the_counts_at_their_destination_and_medians_add_up(lat
         # a median of a sum is not the sum of the medians, and log2 buckets are coarse: the
         # chain may stray from the end-to-end median by a bucket's width, no more
         assert e2e / 2 <= chain <= e2e * 2, (chain, e2e)
-
-
-@pytest.fixture(params=["kfunc", "probe_read"])
-def header_reads(request, monkeypatch):
-    """Both ways the probes read a packet's headers (probes/packet.h): cast by the
-    bpf_rdonly_cast kfunc, which this kernel has, and copied by bpf_probe_read_kernel, as on
-    6.1, which has not"""
-    if request.param == "kfunc":
-        if kernel_version() < (6, 2):
-            pytest.skip("bpf_rdonly_cast came with 6.2: probe_read is this kernel's way")
-        kernel = Kernel()
-        assert kernel.header_casts, kernel.refused
-    else:
-        real = fields.load_type_cflags
-        monkeypatch.setattr(fields, "load_type_cflags",
-                            lambda probes, btf, kfuncs=True: real(probes, btf, kfuncs=False))
-    return request.param
 
 
 # the untyped programs too, which read the skb by bpf_probe_read_kernel and then its headers
