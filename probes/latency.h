@@ -280,14 +280,13 @@ static __always_inline void np_lat_start(struct np_flight *f, u64 now, u32 stage
 static __always_inline void np_lat_at(u64 addr, u32 netns, u32 ifindex, u32 stage)
 {
     struct np_flight *f = inflight.lookup(&addr);
+    int starts = !f || !np_lat_follows(f, stage, netns, ifindex);
 #if NP_LAT_SAMPLE > 1
-    if (!f || !np_lat_follows(f, stage, netns, ifindex)) {
-        u64 *tag = np_lat_tag(addr); /* a path starts at addr */
-        if (tag)
-            *tag = addr;
-    }
+    u64 *tag = starts ? np_lat_tag(addr) : NULL;
+    if (tag)
+        *tag = addr;
 #endif
-    if (f && !np_lat_follows(f, stage, netns, ifindex)) {
+    if (f && starts) {
         np_lat_close(f, f->delivered ? NP_END_DELIVERED : NP_END_CONSUMED);
         np_lat_stat(NP_LAT_INFERRED);
         /* the address starts a new path: its entry is reused in place */
