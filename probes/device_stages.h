@@ -12,11 +12,12 @@
 
 #ifdef NP_TIMED
 #include "latency.h"
-/* the skb's L3 header for latency's sample hash: the filter's view has it already */
-#ifdef NP_FILTERED
-#define NP_VIEW_L3(v, skb, l3_at) ((v).l3)
+/* the skb's L3 header for latency's sample hash: the view has it (NP_VIEW_HEADERS), read
+ * with the rest of the skb in one bpf_probe_read_kernel; without sampling it is not used */
+#ifdef NP_VIEW_HEADERS
+#define NP_VIEW_L3(v) ((v).l3)
 #else
-#define NP_VIEW_L3(v, skb, l3_at) NP_LAT_L3(NP_PROBE, skb, l3_at)
+#define NP_VIEW_L3(v) ((void *)0)
 #endif
 /* time a counted skb (`id`: np_count_dev's identity; ifindex 0: no device yet) of a followed
  * flow. A flow not sampled is let go before anything else: its hash reads the packet's
@@ -35,7 +36,7 @@ static __always_inline int np_hook_skb(void *skb, void *dev, int own_dev, int l3
 {
     struct np_skb_view v = {};
     u64 id = np_count_skb(skb, dev, own_dev, l3_at, stage, &v);
-    NP_HOOK_TIME((u64)skb, NP_VIEW_L3(v, skb, l3_at), id, stage);
+    NP_HOOK_TIME((u64)skb, NP_VIEW_L3(v), id, stage);
     return 0;
 }
 

@@ -98,8 +98,12 @@ static __always_inline u64 np_dev_cookie(void *dev)
     return cookie;
 }
 
-/* What a device stage reads from an skb: its device and length and, under a flow filter,
+/* What a device stage reads from an skb: its device and length and, when the packet's headers
+ * are read at every device stage (NP_VIEW_HEADERS: the flow filter, or --sample's flow hash),
  * its protocol and where its L3 header starts. */
+#if defined(NP_FILTERED) || (defined(NP_TIMED) && defined(NP_LAT_SAMPLE) && NP_LAT_SAMPLE > 1)
+#define NP_VIEW_HEADERS 1
+#endif
 struct np_skb_view {
     void *dev;
     u32 len;
@@ -113,8 +117,8 @@ struct np_skb_view {
 #define NP_MAX4(a, b, c, d) NP_MAX(NP_MAX(a, b), NP_MAX(c, d))
 
 /* The span of struct sk_buff those fields lie in, from an 8-byte boundary (stack loads must
- * be aligned): dev and len, ~100 bytes; with the filter's fields, ~200 */
-#ifdef NP_FILTERED
+ * be aligned): dev and len, ~100 bytes; with the headers' fields, ~200 */
+#ifdef NP_VIEW_HEADERS
 #define NP_SKB_LO (NP_MIN(NP_MIN4(OFF_SKB_DEV, OFF_SKB_LEN, OFF_SKB_PROTOCOL, OFF_SKB_NETHDR), \
                           NP_MIN(OFF_SKB_HEAD, OFF_SKB_DATA)) & ~7)
 #define NP_SKB_HI NP_MAX(NP_MAX4(OFF_SKB_DEV + 8, OFF_SKB_LEN + 4, OFF_SKB_PROTOCOL + 2, \
@@ -125,7 +129,7 @@ struct np_skb_view {
 #endif
 
 /* The view's fields, fetched by GET (NP_PROBE, or NP_AT on the copied span) */
-#ifdef NP_FILTERED
+#ifdef NP_VIEW_HEADERS
 #define NP_SKB_FILTER_FIELDS(v, GET, base, l3_at) \
     ((v)->proto_raw = GET(u16, base, OFF_SKB_PROTOCOL), (v)->l3 = NP_SKB_L3(GET, base, l3_at))
 #else
@@ -139,8 +143,8 @@ struct np_skb_view {
     } while (0)
 
 /* One bpf_probe_read_kernel of that span: a read costs ~30 ns for 8 bytes or 200 alike (the
- * helper's calls and returns, not the copy), so a filtered hook pays one read here instead
- * of five. Field by field where the layout is not known before compiling (no BTF). */
+ * helper's calls and returns, not the copy), so a hook that reads the headers pays one read
+ * here instead of five. Field by field where the layout is not known before compiling (no BTF). */
 static __always_inline void np_skb_view(void *skb, int l3_at, struct np_skb_view *v)
 {
 #if defined(OFF_SKB_DEV) && NP_SKB_HI - NP_SKB_LO <= 256
